@@ -1,0 +1,155 @@
+"""Frozen configuration of an experiment, and the paper's learning-rate schedule.
+
+Flags live only in the entry points (``train.py``, ``evaluate.py``); they are
+mapped once to these dataclasses, which the library takes.
+
+Schedule (Burda et al. 2016, section 5): 8 stages ``i = 0..7``; stage ``i``
+runs ``3**i`` epochs at learning rate ``1e-3 * 10**(-i/7)``: 3280 epochs in
+all. The "poster" schedule is the same schedule cut after 70 epochs.
+"""
+
+import dataclasses
+import json
+from typing import Optional, Tuple
+
+PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
+POSTER_EPOCHS = 70
+SCHEDULES = ('paper', 'poster')
+OBJECTIVES = ('iwae', 'vae')
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot describe a valid experiment."""
+
+
+def default_hidden(latents):
+  """The paper's hidden sizes: 2 x 200 units below the first stochastic layer,
+  2 x 100 units between deeper stochastic layers."""
+  return tuple((200, 200) if i == 0 else (100, 100) for i in range(len(latents)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture.
+
+  Attributes:
+    latents: sizes of the stochastic layers, bottom (nearest x) first;
+      ``(50,)`` is the paper's 1-layer model, ``(100, 50)`` the 2-layer one.
+    hidden: per stochastic layer, the deterministic tanh layer sizes of the
+      network between it and the layer below (the decoder mirrors them).
+    data_dim: number of pixels.
+  """
+  latents: Tuple[int, ...] = (50,)
+  hidden: Tuple[Tuple[int, ...], ...] = ((200, 200),)
+  data_dim: int = 784
+
+  def __post_init__(self):
+    if not self.latents or any(int(d) < 1 for d in self.latents):
+      raise ConfigError(f'latents must be positive sizes, got {self.latents}')
+    if len(self.hidden) != len(self.latents):
+      raise ConfigError('need one hidden-size tuple per stochastic layer, got '
+                        f'{len(self.hidden)} for {len(self.latents)} layers')
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """Training objective: ``name`` in OBJECTIVES, with ``k`` importance samples."""
+  name: str = 'iwae'
+  k: int = 5
+
+  def __post_init__(self):
+    if self.name not in OBJECTIVES:
+      raise ConfigError(f'unknown objective {self.name!r}; choose from {OBJECTIVES}')
+    if self.k < 1:
+      raise ConfigError(f'k must be >= 1, got {self.k}')
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Adam and the learning-rate schedule (paper's values by default)."""
+  learning_rate: float = 1e-3
+  beta1: float = 0.9
+  beta2: float = 0.999
+  epsilon: float = 1e-4
+  batch_size: int = 20
+  schedule: str = 'paper'
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ConfigError(f'unknown schedule {self.schedule!r}; choose from {SCHEDULES}')
+    if self.batch_size < 1:
+      raise ConfigError(f'batch_size must be >= 1, got {self.batch_size}')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where the data comes from and how it is split.
+
+  Attributes:
+    path: None for the embedded MNIST copy, ``'keras'`` for Keras' cache, or a
+      user's ``.npz`` file or directory of IDX files.
+    validation_size: number of training images held out for validation (taken
+      from the end of the training set). 0 trains on all 60,000 as the paper.
+    eval_seed: seed of the one fixed binarisation of evaluation data.
+    limit_train: keep only the first N training images (tests, quick runs).
+  """
+  path: Optional[str] = None
+  validation_size: int = 0
+  eval_seed: int = 0
+  limit_train: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything one training run needs."""
+  model: ModelConfig = ModelConfig()
+  objective: ObjectiveConfig = ObjectiveConfig()
+  optim: OptimConfig = OptimConfig()
+  data: DataConfig = DataConfig()
+  seed: int = 0
+  epochs: Optional[int] = None  # cut the schedule after this many epochs
+  run_dir: str = 'runs/default'
+  steps_per_execution: int = 50
+  jit_compile: bool = True
+  summary_subset: int = 1000  # images used for per-epoch train L_k / active units
+  verbose: int = 1
+
+  @property
+  def total_epochs(self):
+    full = PAPER_EPOCHS if self.optim.schedule == 'paper' else POSTER_EPOCHS
+    return full if self.epochs is None else min(self.epochs, full)
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  # The fields that define the experiment: a run directory may only be
+  # resumed with the same values. The others (run length, speed knobs,
+  # verbosity, where the run lives) may change between invocations.
+  IDENTITY_FIELDS = ('model', 'objective', 'optim', 'data', 'seed')
+
+  def identity(self):
+    d = self.to_dict()
+    return json.loads(json.dumps({f: d[f] for f in self.IDENTITY_FIELDS}))
+
+  @classmethod
+  def from_dict(cls, d):
+    m = dict(d['model'])
+    m['latents'] = tuple(m['latents'])
+    m['hidden'] = tuple(tuple(h) for h in m['hidden'])
+    return cls(model=ModelConfig(**m), objective=ObjectiveConfig(**d['objective']),
+               optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']),
+               **{k: v for k, v in d.items()
+                  if k not in ('model', 'objective', 'optim', 'data')})
+
+
+def learning_rate(epoch, base=1e-3):
+  """The paper's learning rate for a 0-based ``epoch``.
+
+  Stage ``i`` covers epochs ``[sum_{j<i} 3**j, sum_{j<=i} 3**j)`` and uses
+  ``base * 10**(-i/7)``. Epochs past the last stage stay at the last rate.
+  """
+  stage, start = 0, 0
+  while stage < 7 and epoch >= start + 3**stage:
+    start += 3**stage
+    stage += 1
+  return base * 10.0**(-stage / 7.0)

@@ -1,0 +1,90 @@
+"""Stochastic layers: Keras layers whose ``call`` returns a TFP distribution.
+
+Each layer is a tanh MLP followed by a distribution head:
+
+* ``GaussianLayer``: ``N(mu(h), diag(sigma(h)^2))`` with ``sigma = exp(linear)``
+  (Burda et al. 2016, appendix), as ``tfd.Independent`` over the last axis.
+* ``BernoulliLayer``: Bernoulli on logits over the last axis (the pixels).
+
+Inputs may carry any leading axes, e.g. ``[k, batch, d]``; the returned
+distribution has those leading axes as batch shape and the last as event.
+"""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+class _MLP(keras.layers.Layer):
+  """Stack of tanh Dense layers."""
+
+  def __init__(self, hidden, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden = [keras.layers.Dense(h, activation='tanh', name=f'dense_{i}')
+                   for i, h in enumerate(hidden)]
+
+  def call(self, h):
+    for layer in self.hidden:
+      h = layer(h)
+    return h
+
+
+class GaussianLayer(keras.layers.Layer):
+  """h -> tanh MLP -> diagonal Gaussian with std = exp(linear)."""
+
+  def __init__(self, hidden, units, **kwargs):
+    super().__init__(**kwargs)
+    self.units = units
+    self.mlp = _MLP(hidden, name='mlp')
+    self.loc = keras.layers.Dense(units, name='loc')
+    self.log_scale = keras.layers.Dense(units, name='log_scale')
+
+  def call(self, h):
+    """Args: h ``[..., d_in]``. Returns: distribution, batch ``[...]``, event ``[units]``."""
+    h = self.mlp(h)
+    return tfd.Independent(
+        tfd.Normal(loc=self.loc(h), scale=tf.exp(self.log_scale(h))),
+        reinterpreted_batch_ndims=1)
+
+
+class BernoulliLayer(keras.layers.Layer):
+  """h -> tanh MLP -> independent Bernoulli on logits.
+
+  Args:
+    hidden: hidden sizes.
+    units: output dimension (pixels).
+    bias: optional ``[units]`` initial output bias, e.g. the logit of the mean
+      training pixel (Burda et al. 2016).
+  """
+
+  def __init__(self, hidden, units, bias=None, **kwargs):
+    super().__init__(**kwargs)
+    self.mlp = _MLP(hidden, name='mlp')
+    init = 'zeros' if bias is None else keras.initializers.Constant(bias)
+    self.logits = keras.layers.Dense(units, bias_initializer=init, name='logits')
+
+  def call(self, h):
+    """Args: h ``[..., d_in]``. Returns: distribution, batch ``[...]``, event ``[units]``."""
+    return tfd.Independent(tfd.Bernoulli(logits=self.logits(self.mlp(h)),
+                                         dtype=tf.float32),
+                           reinterpreted_batch_ndims=1)
+
+
+def standard_normal(units, dtype=tf.float32):
+  """The prior ``N(0, I)`` over ``units`` dimensions (event shape ``[units]``)."""
+  return tfd.Independent(tfd.Normal(tf.zeros([units], dtype), tf.ones([units], dtype)),
+                         reinterpreted_batch_ndims=1)
+
+
+def stop_gradient_params(dist):
+  """The same diagonal Gaussian with its parameters' gradients stopped.
+
+  Used by estimators that keep the path derivative through a sample but drop
+  the score-function term (Roeder et al. 2017; Tucker et al. 2018).
+  """
+  base = dist.distribution
+  return tfd.Independent(tfd.Normal(tf.stop_gradient(base.loc),
+                                    tf.stop_gradient(base.scale)),
+                         reinterpreted_batch_ndims=1)

@@ -1,0 +1,262 @@
+"""A training run: run directory, checkpoints, schedule, TensorBoard.
+
+Layout of a run directory::
+
+    RUN/config.json         the experiment (refused if a rerun disagrees)
+    RUN/environment.json    versions, data source and checksum, command lines
+    RUN/checkpoints/        tf.train.CheckpointManager (model, optimizer,
+                            epoch, generator state), written every epoch
+    RUN/tensorboard/        train/ and validation/ event files
+
+Resuming: rerunning the same command restores the latest checkpoint and
+continues at the next epoch, at that epoch's learning rate, with the same
+data order (each epoch's order is a stateless function of seed and epoch) and
+the generator state saved with the checkpoint, so an interrupted and resumed
+run follows the uninterrupted one. TensorFlow writes checkpoints to temporary
+names and updates the index file atomically, so a kill during a save leaves
+the previous checkpoint loadable.
+"""
+
+import json
+import os
+import platform
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from iwae_tf import config as config_lib
+from iwae_tf import data as data_lib
+from iwae_tf import metrics
+from iwae_tf import model as model_lib
+from iwae_tf import objectives
+
+
+class RunDirError(ValueError):
+  """A run directory that cannot be used for this configuration."""
+
+
+def _atomic_write_json(path, obj):
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def read_config(run_dir):
+  """The ``TrainConfig`` saved in a run directory."""
+  path = os.path.join(run_dir, 'config.json')
+  if not os.path.exists(path):
+    raise RunDirError(f'{run_dir}: not a run directory (no config.json)')
+  try:
+    with open(path) as f:
+      return config_lib.TrainConfig.from_dict(json.load(f))
+  except (ValueError, KeyError, TypeError) as e:
+    raise RunDirError(f'{path}: unreadable run configuration ({e})') from None
+
+
+def prepare_run_dir(config, splits):
+  """Creates or checks the run directory; records config and environment.
+
+  Raises:
+    RunDirError: the directory holds a run of a different experiment.
+  """
+  run_dir = config.run_dir
+  if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+    raise RunDirError(f'{run_dir}: exists and is not a directory')
+  os.makedirs(run_dir, exist_ok=True)
+  cfg_path = os.path.join(run_dir, 'config.json')
+  if os.path.exists(cfg_path):
+    old = read_config(run_dir).identity()
+    new = config.identity()
+    if old != new:
+      diffs = [f'{k}: {old[k]} -> {new[k]}' for k in new if old[k] != new[k]]
+      raise RunDirError(f'{run_dir}: holds a different experiment ({"; ".join(diffs)}); '
+                        'use another --run_dir')
+  _atomic_write_json(cfg_path, config.to_dict())
+  env_path = os.path.join(run_dir, 'environment.json')
+  env = {}
+  if os.path.exists(env_path):
+    with open(env_path) as f:
+      env = json.load(f)
+  env.update({
+      'python': sys.version, 'platform': platform.platform(),
+      'tensorflow': tf.__version__, 'keras': keras.__version__,
+      'tensorflow_probability': __import__('tensorflow_probability').__version__,
+      'numpy': np.__version__, 'data_source': splits.source,
+      'data_sha256': splits.sha256,
+  })
+  env.setdefault('invocations', []).append(' '.join(sys.argv))
+  _atomic_write_json(env_path, env)
+
+
+def build_model(config, x_train=None):
+  """Model and objective from a ``TrainConfig``; output bias from ``x_train``."""
+  bias = None if x_train is None else data_lib.mean_pixel_logit(x_train)
+  return model_lib.IWAEModel(config.model, objectives.make(config.objective),
+                             output_bias=bias, seed=config.seed)
+
+
+def build_optimizer(config, model):
+  opt = config.optim
+  optimizer = keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta1,
+                                    beta_2=opt.beta2, epsilon=opt.epsilon)
+  optimizer.build(model.trainable_variables)
+  return optimizer
+
+
+def make_checkpoint(model, optimizer=None):
+  """The checkpoint object shared by training and evaluation."""
+  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
+  kwargs = {'model': model, 'rng': model.rng, 'epoch': epoch}
+  if optimizer is not None:
+    kwargs['optimizer'] = optimizer
+  return tf.train.Checkpoint(**kwargs), epoch
+
+
+def checkpoint_manager(checkpoint, run_dir, max_to_keep=3):
+  return tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, 'checkpoints'),
+                                    max_to_keep=max_to_keep)
+
+
+def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch):
+  """Batches of uint8 images for epochs ``[first_epoch, last_epoch)``.
+
+  Each epoch is a permutation that is a stateless function of ``(seed,
+  epoch)``, so a resumed run sees the same order. The last partial batch of
+  an epoch is dropped.
+
+  Returns:
+    A ``tf.data.Dataset`` of ``[batch_size, D]`` uint8.
+  """
+  n = len(x_train)
+  steps = n // batch_size
+  images = tf.constant(x_train)
+
+  def one_epoch(epoch):
+    perm = tf.random.experimental.stateless_shuffle(
+        tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    return tf.data.Dataset.from_tensor_slices(
+        tf.reshape(perm[:steps * batch_size], [steps, batch_size]))
+
+  return (tf.data.Dataset.range(first_epoch, last_epoch)
+          .flat_map(one_epoch)
+          .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+
+
+class TensorBoardSummaries(keras.callbacks.Callback):
+  """Per-step training loss; per-epoch L_k, learning rate and active units.
+
+  Args:
+    log_dir: TensorBoard directory.
+    k: samples for the per-epoch bound.
+    train_subset: ``[n, D]`` fixed-binarised training images.
+    valid: ``[m, D]`` fixed-binarised validation images, or None.
+    seed: seed of the per-epoch estimates (the same every epoch).
+  """
+
+  def __init__(self, log_dir, k, train_subset, valid, seed):
+    super().__init__()
+    self.k, self.train_subset, self.valid, self.seed = k, train_subset, valid, seed
+    self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, 'train'))
+    self.valid_writer = (tf.summary.create_file_writer(os.path.join(log_dir, 'validation'))
+                         if valid is not None and len(valid) else None)
+    self._estimator = None
+    self._prev = (0, 0.0)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._prev = (0, 0.0)
+
+  def on_train_batch_end(self, batch, logs=None):
+    # Keras reports the running mean since the epoch began; recover the mean
+    # of the steps since the last call (several with steps_per_execution).
+    n = batch + 1
+    mean = float(logs['loss'])
+    n0, mean0 = self._prev
+    if n > n0:
+      chunk_mean = (n * mean - n0 * mean0) / (n - n0)
+      with self.train_writer.as_default():
+        tf.summary.scalar('loss_per_step', chunk_mean,
+                          step=int(self.model.optimizer.iterations.numpy()))
+    self._prev = (n, mean)
+
+  def on_epoch_end(self, epoch, logs=None):
+    if self._estimator is None:
+      self._estimator = metrics.Estimator(self.model)
+    step = epoch + 1  # epochs completed
+    lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+    with self.train_writer.as_default():
+      tf.summary.scalar('epoch_loss', logs['loss'], step=step)
+      tf.summary.scalar('learning_rate', lr, step=step)
+      lk = self._estimator.log_likelihood(self.train_subset, self.k, self.seed).mean()
+      tf.summary.scalar(f'L_{self.k}', lk, step=step)
+      variances = metrics.posterior_mean_variances(self.model, self.train_subset, self.seed)
+      for l, count in enumerate(metrics.active_units(variances)):
+        tf.summary.scalar(f'active_units/h{l + 1}', count, step=step)
+    if self.valid_writer is not None:
+      with self.valid_writer.as_default():
+        lk = self._estimator.log_likelihood(self.valid, self.k, self.seed).mean()
+        tf.summary.scalar(f'L_{self.k}', lk, step=step)
+    self.train_writer.flush()
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+  """Saves model, optimizer, generator state and the epoch count each epoch."""
+
+  def __init__(self, manager, epoch_var):
+    super().__init__()
+    self.manager, self.epoch_var = manager, epoch_var
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.epoch_var.assign(epoch + 1)
+    self.manager.save(checkpoint_number=epoch + 1)
+
+
+def train(config):
+  """Runs (or resumes) the training run described by ``config``.
+
+  Returns:
+    The trained ``IWAEModel``.
+  """
+  splits = data_lib.make_splits(config.data)
+  if len(splits.x_train) < config.optim.batch_size:
+    raise data_lib.DataError(f'{splits.source}: {len(splits.x_train)} training images '
+                             f'is fewer than one batch of {config.optim.batch_size}')
+  prepare_run_dir(config, splits)
+  keras.utils.set_random_seed(config.seed)
+  model = build_model(config, splits.x_train)
+  optimizer = build_optimizer(config, model)
+  checkpoint, epoch_var = make_checkpoint(model, optimizer)
+  manager = checkpoint_manager(checkpoint, config.run_dir)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  start, total = int(epoch_var.numpy()), config.total_epochs
+  if start >= total:
+    if config.verbose:
+      print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
+    return model
+  if config.verbose and start:
+    print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
+
+  model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
+                steps_per_execution=config.steps_per_execution)
+  steps = len(splits.x_train) // config.optim.batch_size
+  dataset = epoch_batches(splits.x_train, config.optim.batch_size, config.seed, start, total)
+  subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
+                                   config.data.eval_seed)
+  valid = (data_lib.binarize_fixed(splits.x_valid, config.data.eval_seed)
+           if len(splits.x_valid) else None)
+  base_lr = config.optim.learning_rate
+  callbacks = [
+      keras.callbacks.LearningRateScheduler(
+          lambda epoch: config_lib.learning_rate(epoch, base_lr)),
+      TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
+                           config.objective.k, subset, valid, config.data.eval_seed),
+      SaveCheckpoint(manager, epoch_var),
+  ]
+  model.fit(dataset, initial_epoch=start, epochs=total, steps_per_epoch=steps,
+            callbacks=callbacks, verbose=config.verbose, shuffle=False)
+  return model

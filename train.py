@@ -1,0 +1,87 @@
+"""Trains an IWAE or VAE on MNIST (Burda, Grosse & Salakhutdinov, 2016).
+
+Examples:
+  python train.py --latents=50 --objective=iwae --k=5 --schedule=poster
+  python train.py --latents=100,50 --objective=vae --k=50 --schedule=paper
+  tensorboard --logdir runs/
+
+Rerunning the same command resumes from the latest checkpoint.
+"""
+
+from iwae_tf import cli
+
+cli.quiet_tensorflow()
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+# --- model
+flags.DEFINE_string('latents', '50', 'Stochastic layer sizes, bottom first: 50 (paper, '
+                    '1 layer), 100,50 (paper, 2 layers), 2 (2-D scatter plots).')
+flags.DEFINE_string('hidden', None, 'Hidden tanh layer sizes per stochastic layer, '
+                    "';'-separated lists, e.g. '200,200;100,100'. Default: the paper's.")
+# --- objective
+flags.DEFINE_enum('objective', 'iwae', ['iwae', 'vae'], 'Training objective.')
+flags.DEFINE_integer('k', 5, 'Importance samples per image.')
+# --- optimisation
+flags.DEFINE_enum('schedule', 'paper', ['paper', 'poster'],
+                  'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs.')
+flags.DEFINE_integer('epochs', None, 'Cut the schedule after this many epochs.')
+flags.DEFINE_integer('batch_size', 20, 'Batch size.')
+flags.DEFINE_float('learning_rate', 1e-3, 'Stage-0 learning rate.')
+flags.DEFINE_float('beta1', 0.9, 'Adam beta1 (the original code used 0.99).')
+flags.DEFINE_float('beta2', 0.999, 'Adam beta2.')
+flags.DEFINE_float('adam_epsilon', 1e-4, 'Adam epsilon.')
+# --- data
+flags.DEFINE_string('data', None, "MNIST: a Keras-layout .npz, a directory of IDX files, "
+                    "or 'keras' for Keras' cache. Default: the embedded copy.")
+flags.DEFINE_integer('validation_size', 0, 'Training images held out for validation.')
+flags.DEFINE_integer('limit_train', None, 'Use only the first N training images.')
+# --- run
+flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture>).')
+flags.DEFINE_integer('seed', 0, 'Random seed.')
+flags.DEFINE_integer('steps_per_execution', 50, 'Training steps per compiled call.')
+flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
+flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.')
+
+FLAGS = flags.FLAGS
+
+
+def make_config():
+  """Maps the flags, once, to a frozen ``TrainConfig``."""
+  from iwae_tf import config as c
+  latents = cli.parse_int_list(FLAGS.latents, 'latents')
+  hidden = (c.default_hidden(latents) if FLAGS.hidden is None else
+            tuple(cli.parse_int_list(h, 'hidden') for h in FLAGS.hidden.split(';')))
+  name = f"{FLAGS.objective}_k{FLAGS.k}_{'-'.join(map(str, latents))}"
+  return c.TrainConfig(
+      model=c.ModelConfig(latents=latents, hidden=hidden),
+      objective=c.ObjectiveConfig(name=FLAGS.objective, k=FLAGS.k),
+      optim=c.OptimConfig(learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1,
+                          beta2=FLAGS.beta2, epsilon=FLAGS.adam_epsilon,
+                          batch_size=FLAGS.batch_size, schedule=FLAGS.schedule),
+      data=c.DataConfig(path=FLAGS.data, validation_size=FLAGS.validation_size,
+                        limit_train=FLAGS.limit_train),
+      seed=FLAGS.seed, epochs=FLAGS.epochs,
+      run_dir=FLAGS.run_dir or f'runs/{name}_{FLAGS.schedule}',
+      steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
+      verbose=FLAGS.verbose)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  from iwae_tf import training
+  config = make_config()
+  training.train(config)
+  print(f'done: {config.run_dir} (tensorboard --logdir {config.run_dir}/tensorboard)')
+
+
+if __name__ == '__main__':
+  def _main(argv):
+    from iwae_tf import config, data, training
+    return cli.run_main(main, argv, (ValueError, data.DataError, training.RunDirError,
+                                     config.ConfigError))
+  app.run(_main)
