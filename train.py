@@ -40,7 +40,7 @@ flags.DEFINE_integer('limit_train', None, 'Use only the first N training images.
 # --- run
 flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture>).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
-flags.DEFINE_integer('steps_per_execution', 50, 'Training steps per compiled call.')
+flags.DEFINE_integer('steps_per_execution', 50, 'Optimisation steps per compiled call (rounded down to divide the epoch).')
 flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
 flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.')
 

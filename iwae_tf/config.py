@@ -109,7 +109,7 @@ class TrainConfig:
   seed: int = 0
   epochs: Optional[int] = None  # cut the schedule after this many epochs
   run_dir: str = 'runs/default'
-  steps_per_execution: int = 50
+  steps_per_execution: int = 50  # optimisation steps per compiled call
   jit_compile: bool = True
   summary_subset: int = 1000  # images used for per-epoch train L_k / active units
   verbose: int = 1

@@ -150,6 +150,22 @@ class IWAEModel(keras.Model):
     return tf.cast(x, tf.float32)
 
   def train_step(self, data):
+    """One or several optimisation steps in one compiled call.
+
+    Args:
+      data: ``[batch, D]`` images, or ``[steps, batch, D]`` for ``steps``
+        consecutive optimisation steps run in a loop inside the compiled
+        function (the maths is that of ``steps`` separate calls; the loop
+        only removes per-step host overhead).
+    """
+    if data.shape.rank == 2:
+      self._train_one(data)
+    else:
+      tf.while_loop(lambda i: i < tf.shape(data)[0],
+                    lambda i: (self._train_one(data[i]) or i + 1,), (tf.constant(0),))
+    return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
+
+  def _train_one(self, data):
     x = self.binarize(data)
     seed = self.next_seed()
     split = self.objective.split_gradients
@@ -168,7 +184,6 @@ class IWAEModel(keras.Model):
     self.optimizer.apply(grads, variables)
     self.loss_tracker.update_state(-out.value)
     self.bound_tracker.update_state(tf.reduce_mean(out.bound))
-    return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
 
   def test_step(self, data):
     x = self.binarize(data)

@@ -37,7 +37,7 @@ class RunDirError(ValueError):
   """A run directory that cannot be used for this configuration."""
 
 
-def _atomic_write_json(path, obj):
+def write_json_atomic(path, obj):
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     json.dump(obj, f, indent=2, sort_keys=True)
@@ -75,7 +75,7 @@ def prepare_run_dir(config, splits):
       diffs = [f'{k}: {old[k]} -> {new[k]}' for k in new if old[k] != new[k]]
       raise RunDirError(f'{run_dir}: holds a different experiment ({"; ".join(diffs)}); '
                         'use another --run_dir')
-  _atomic_write_json(cfg_path, config.to_dict())
+  write_json_atomic(cfg_path, config.to_dict())
   env_path = os.path.join(run_dir, 'environment.json')
   env = {}
   if os.path.exists(env_path):
@@ -89,7 +89,7 @@ def prepare_run_dir(config, splits):
       'data_sha256': splits.sha256,
   })
   env.setdefault('invocations', []).append(' '.join(sys.argv))
-  _atomic_write_json(env_path, env)
+  write_json_atomic(env_path, env)
 
 
 def build_model(config, x_train=None):
@@ -100,19 +100,38 @@ def build_model(config, x_train=None):
 
 
 def build_optimizer(config, model):
+  """Adam with the configured settings, built and attached to ``model``."""
   opt = config.optim
   optimizer = keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta1,
                                     beta_2=opt.beta2, epsilon=opt.epsilon)
   optimizer.build(model.trainable_variables)
+  model.optimizer = optimizer
   return optimizer
 
 
+def _variable_tree(variables, names):
+  """A checkpointable node holding ``variables`` under ``names``."""
+  node = tf.train.Checkpoint()
+  for name, v in zip(names, variables):
+    setattr(node, name.replace('/', '__'), v)
+  return node
+
+
 def make_checkpoint(model, optimizer=None):
-  """The checkpoint object shared by training and evaluation."""
+  """The checkpoint object shared by training and evaluation.
+
+  Keras 3 keeps sub-layers and optimizer slots in its own tracked lists,
+  which ``tf.train.Checkpoint`` does not traverse, so the variables are
+  listed explicitly: the model's by their paths (stable, since every layer
+  is named), the optimizer's by position (Keras creates them in the order
+  of the model's trainable variables).
+  """
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
-  kwargs = {'model': model, 'rng': model.rng, 'epoch': epoch}
+  kwargs = {'model': _variable_tree(model.weights, [v.path for v in model.weights]),
+            'rng': model.rng, 'epoch': epoch}
   if optimizer is not None:
-    kwargs['optimizer'] = optimizer
+    kwargs['optimizer'] = _variable_tree(
+        optimizer.variables, [f'slot_{i:04d}' for i in range(len(optimizer.variables))])
   return tf.train.Checkpoint(**kwargs), epoch
 
 
@@ -121,15 +140,17 @@ def checkpoint_manager(checkpoint, run_dir, max_to_keep=3):
                                     max_to_keep=max_to_keep)
 
 
-def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch):
+def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
   """Batches of uint8 images for epochs ``[first_epoch, last_epoch)``.
 
   Each epoch is a permutation that is a stateless function of ``(seed,
   epoch)``, so a resumed run sees the same order. The last partial batch of
-  an epoch is dropped.
+  an epoch is dropped. ``steps_per_call`` consecutive batches are stacked so
+  that the model's compiled ``train_step`` runs them in one call; it must
+  divide the number of steps in an epoch.
 
   Returns:
-    A ``tf.data.Dataset`` of ``[batch_size, D]`` uint8.
+    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size, D]`` uint8.
   """
   n = len(x_train)
   steps = n // batch_size
@@ -139,7 +160,8 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch):
     perm = tf.random.experimental.stateless_shuffle(
         tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
     return tf.data.Dataset.from_tensor_slices(
-        tf.reshape(perm[:steps * batch_size], [steps, batch_size]))
+        tf.reshape(perm[:steps * batch_size],
+                   [steps // steps_per_call, steps_per_call, batch_size]))
 
   return (tf.data.Dataset.range(first_epoch, last_epoch)
           .flat_map(one_epoch)
@@ -215,6 +237,31 @@ class SaveCheckpoint(keras.callbacks.Callback):
     self.manager.save(checkpoint_number=epoch + 1)
 
 
+def steps_per_execution(steps_per_epoch, requested):
+  """The largest divisor of ``steps_per_epoch`` not above ``requested``.
+
+  Steps are grouped into compiled calls of equal size that must tile the
+  epoch, so that epochs stay aligned with the data order.
+  """
+  return max(d for d in range(1, max(1, min(requested, steps_per_epoch)) + 1)
+             if steps_per_epoch % d == 0)
+
+
+def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=()):
+  """Compiles ``model`` (with its optimizer) and trains epochs ``[first, last)``.
+
+  ``config.steps_per_execution`` optimisation steps run per compiled call.
+  """
+  model.compile(optimizer=model.optimizer, jit_compile=config.jit_compile)
+  steps = len(x_train) // config.optim.batch_size
+  per_call = steps_per_execution(steps, config.steps_per_execution)
+  dataset = epoch_batches(x_train, config.optim.batch_size, config.seed, first_epoch,
+                          last_epoch, per_call)
+  model.fit(dataset, initial_epoch=first_epoch, epochs=last_epoch,
+            steps_per_epoch=steps // per_call, callbacks=list(callbacks),
+            verbose=config.verbose, shuffle=False)
+
+
 def train(config):
   """Runs (or resumes) the training run described by ``config``.
 
@@ -235,16 +282,11 @@ def train(config):
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
   start, total = int(epoch_var.numpy()), config.total_epochs
   if start >= total:
-    if config.verbose:
-      print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
+    print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
     return model
-  if config.verbose and start:
+  if start:
     print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
 
-  model.compile(optimizer=optimizer, jit_compile=config.jit_compile,
-                steps_per_execution=config.steps_per_execution)
-  steps = len(splits.x_train) // config.optim.batch_size
-  dataset = epoch_batches(splits.x_train, config.optim.batch_size, config.seed, start, total)
   subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
                                    config.data.eval_seed)
   valid = (data_lib.binarize_fixed(splits.x_valid, config.data.eval_seed)
@@ -257,6 +299,5 @@ def train(config):
                            config.objective.k, subset, valid, config.data.eval_seed),
       SaveCheckpoint(manager, epoch_var),
   ]
-  model.fit(dataset, initial_epoch=start, epochs=total, steps_per_epoch=steps,
-            callbacks=callbacks, verbose=config.verbose, shuffle=False)
+  fit_epochs(model, splits.x_train, config, start, total, callbacks)
   return model

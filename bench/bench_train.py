@@ -1,0 +1,106 @@
+"""Seconds per training epoch versus the same matrix products done alone.
+
+For k = 1, 5, 50 (1 stochastic layer, 50 latents, batch 20, 3000 steps an
+epoch as on MNIST) this prints, measured side by side in one run:
+
+* ``epoch_s``: one epoch of ``train.py``'s training (``model.fit`` over the
+  real input pipeline, compiled step, dynamic binarisation, Adam);
+* ``matmul_s``: all forward and backward matrix products of the same steps
+  (encoder on ``[20, .]``, decoder on ``[k*20, .]``, weight and input
+  gradients), alone, in one compiled loop;
+* their ratio. Targets: <= 2x (core issue), <= 1.5x (speed issue).
+
+Usage: python bench/bench_train.py [--steps=3000] [--ks=1,5,50] [--repeats=3]
+The best of ``repeats`` runs is kept for each, since the machine is shared.
+"""
+
+import os
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from iwae_tf import config as config_lib  # noqa: E402
+from iwae_tf import data as data_lib  # noqa: E402
+from iwae_tf import training  # noqa: E402
+
+flags.DEFINE_integer('steps', 3000, 'Training steps timed (3000 = one MNIST epoch).')
+flags.DEFINE_string('ks', '1,5,50', 'Values of k.')
+flags.DEFINE_integer('repeats', 3, 'Timed repetitions; the best is kept.')
+flags.DEFINE_integer('steps_per_execution', 50, 'As train.py.')
+FLAGS = flags.FLAGS
+
+BATCH = 20
+# (rows, in, out) of each product in one step, per layer of the 784-200-200-50
+# encoder (two heads: mean and log-std) and the mirrored decoder.
+ENCODER = [(784, 200), (200, 200), (200, 50), (200, 50)]
+DECODER = [(50, 200), (200, 200), (200, 784)]
+
+
+def matmul_loop(k, steps):
+  """A compiled loop of just the step's matrix products (forward + backward)."""
+  shapes = [(BATCH, i, o) for i, o in ENCODER] + [(k * BATCH, i, o) for i, o in DECODER]
+  ws = [tf.Variable(tf.random.normal([i, o], stddev=0.05)) for _, i, o in shapes]
+  xs = [tf.random.normal([m, i]) for m, i, _ in shapes]
+  gs = [tf.random.normal([m, o]) for m, _, o in shapes]
+
+  @tf.function(jit_compile=True)
+  def run():
+    def body(t, acc):
+      for j, (w, x, g) in enumerate(zip(ws, xs, gs)):
+        x = x + acc  # a dependence on the previous step, so nothing is hoisted
+        y = tf.matmul(x, w)                      # forward
+        gw = tf.matmul(x, g + y[:1] * 0, transpose_a=True)  # weight gradient
+        # Input gradient: every product but the encoder's first layer's.
+        gx = tf.matmul(g, w, transpose_b=True) if j else 0.0
+        w.assign_sub(1e-9 * gw)
+        acc = acc + 1e-9 * (tf.reduce_sum(y[:1, :1]) + tf.reduce_sum(gx[:1, :1]) if j else
+                            tf.reduce_sum(y[:1, :1]))
+      return t + 1, acc
+    return tf.while_loop(lambda t, _: t < steps, body, (0, 0.0))[1]
+
+  return run
+
+
+def best_time(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def main(argv):
+  del argv
+  ks = [int(k) for k in FLAGS.ks.split(',')]
+  mnist = data_lib.load_mnist()
+  n = FLAGS.steps * BATCH
+  x_train = np.resize(mnist.x_train, (n, mnist.x_train.shape[1]))
+  print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {FLAGS.steps} steps of batch {BATCH}')
+  print(f"{'k':>4} {'epoch_s':>9} {'matmul_s':>9} {'ratio':>6}")
+  for k in ks:
+    cfg = config_lib.TrainConfig(objective=config_lib.ObjectiveConfig('iwae', k),
+                                 steps_per_execution=FLAGS.steps_per_execution, verbose=0)
+    model = training.build_model(cfg, x_train)
+    training.build_optimizer(cfg, model)
+    times = []
+    for epoch in range(FLAGS.repeats + 1):  # the first epoch also compiles
+      start = time.perf_counter()
+      training.fit_epochs(model, x_train, cfg, epoch, epoch + 1)
+      times.append(time.perf_counter() - start)
+    epoch_s = min(times[1:])
+    run = matmul_loop(k, FLAGS.steps)
+    run()  # compile
+    matmul_s = best_time(lambda: run().numpy(), FLAGS.repeats)
+    print(f'{k:>4} {epoch_s:>9.2f} {matmul_s:>9.2f} {epoch_s / matmul_s:>6.2f}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,173 @@
+"""Tests of the stochastic layers, the model and its measurements."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from iwae_tf import bounds
+from iwae_tf import config
+from iwae_tf import metrics
+from iwae_tf import model as model_lib
+from iwae_tf import objectives
+
+tfd = tfp.distributions
+SEED = tf.constant([3, 4], tf.int32)
+
+
+def make_model(latents, hidden=None, data_dim=784, objective='iwae', k=3, bias=None):
+  cfg = config.ModelConfig(latents=latents, hidden=hidden or config.default_hidden(latents),
+                           data_dim=data_dim)
+  return model_lib.IWAEModel(cfg, objectives.make(config.ObjectiveConfig(objective, k)),
+                             output_bias=bias, seed=1)
+
+
+def binary(n, d, seed=0):
+  return tf.constant((np.random.default_rng(seed).random((n, d)) < 0.3).astype(np.float32))
+
+
+@pytest.mark.parametrize('latents', [(50,), (100, 50), (2,), (7, 5, 3)])
+def test_distribution_shapes(latents):
+  m = make_model(latents)
+  x = binary(4, 784)
+  q = m.encoders[0](x)
+  assert isinstance(q, tfd.Independent)
+  assert q.batch_shape == [4] and q.event_shape == [latents[0]]
+  hs, log_q = m.encode(x, 6, SEED)
+  assert [h.shape for h in hs] == [(6, 4, d) for d in latents]
+  assert log_q.shape == (6, 4)
+  px = m.decoders[0](hs[0])
+  assert px.batch_shape == [6, 4] and px.event_shape == [784]
+  for l in range(1, len(latents)):
+    p = m.decoders[l](hs[l])
+    assert p.batch_shape == [6, 4] and p.event_shape == [latents[l - 1]]
+  assert m.log_weights(x, 6, SEED).shape == (6, 4)
+  assert [mu.shape for mu in m.posterior_means(x, SEED, 3)] == [(4, d) for d in latents]
+
+
+def test_paper_architectures():
+  one = make_model((50,))
+  assert [l.units for l in one.encoders[0].mlp.hidden] == [200, 200]
+  assert [l.units for l in one.decoders[0].mlp.hidden] == [200, 200]
+  two = make_model((100, 50))
+  assert [l.units for l in two.encoders[1].mlp.hidden] == [100, 100]
+  assert two.decoders[1].loc.units == 100  # p(h1|h2) outputs 100 units
+  n_params = sum(int(np.prod(v.shape)) for v in two.trainable_variables)
+  # q: 784-200-200-(100+100), 100-100-100-(50+50); p mirrored, x logits 784.
+  expect = (784*200 + 200 + 200*200 + 200 + 2*(200*100 + 100) +
+            100*100 + 100 + 100*100 + 100 + 2*(100*50 + 50) +
+            50*100 + 100 + 100*100 + 100 + 2*(100*100 + 100) +
+            100*200 + 200 + 200*200 + 200 + 200*784 + 784)
+  assert n_params == expect
+
+
+def test_output_bias_initialisation():
+  bias = np.linspace(-3, 3, 784).astype(np.float32)
+  m = make_model((2,), bias=bias)
+  np.testing.assert_array_equal(m.decoders[0].logits.bias.numpy(), bias)
+
+
+def test_log_weights_match_explicit_formula():
+  m = make_model((4, 3), data_dim=10, hidden=((8,), (5,)))
+  x = binary(2, 10)
+  hs, log_q = m.encode(x, 5, SEED)
+  q1 = m.encoders[0](x)
+  q2 = m.encoders[1](hs[0])
+  np.testing.assert_allclose(log_q, q1.log_prob(hs[0]) + q2.log_prob(hs[1]), rtol=1e-5)
+  log_p = (tfd.Independent(tfd.Normal(tf.zeros(3), 1.0), 1).log_prob(hs[1]) +
+           m.decoders[1](hs[1]).log_prob(hs[0]) +
+           tf.reduce_sum(x * tf.math.log_sigmoid(m.decoders[0].logits(m.decoders[0].mlp(hs[0]))) +
+                         (1 - x) * tf.math.log_sigmoid(-m.decoders[0].logits(m.decoders[0].mlp(hs[0]))),
+                         axis=-1))
+  np.testing.assert_allclose(m.log_weights(x, 5, SEED), log_p - log_q, rtol=1e-5)
+
+
+def test_stop_q_params_changes_gradients_not_values():
+  m = make_model((3,), data_dim=10, hidden=((8,),))
+  x = binary(2, 10)
+  with tf.GradientTape(persistent=True) as tape:
+    a = tf.reduce_sum(m.log_weights(x, 4, SEED))
+    b = tf.reduce_sum(m.log_weights(x, 4, SEED, stop_q_params=True))
+  np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+  ga = tape.gradient(a, m.encoder_variables)
+  gb = tape.gradient(b, m.encoder_variables)
+  assert any(not np.allclose(u, v) for u, v in zip(ga, gb))
+  # The decoder does not see q's parameters: identical gradients.
+  for u, v in zip(tape.gradient(a, m.decoder_variables), tape.gradient(b, m.decoder_variables)):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def quadrature_log_px(m, x):
+  """log p(x) of a 1-latent model by dense quadrature over z in [-12, 12]."""
+  z = np.linspace(-12, 12, 24001).astype(np.float32)[:, None, None]
+  log_joint = m.decoders[0](tf.constant(z)).log_prob(x) + tfd.Normal(0., 1.).log_prob(z[:, :, 0])
+  log_joint = log_joint.numpy().astype(np.float64)
+  dz = float(z[1, 0, 0] - z[0, 0, 0])
+  return np_logsumexp(log_joint, 0) + np.log(dz)
+
+
+def np_logsumexp(a, axis):
+  mx = a.max(axis)
+  return mx + np.log(np.exp(a - np.expand_dims(mx, axis)).sum(axis))
+
+
+def test_large_k_estimate_matches_quadrature_and_bounds_increase():
+  m = make_model((1,), hidden=((16,),), data_dim=12)
+  # q(z|x) = N(0, 1.5^2), wider than the prior and so than every posterior:
+  # the weights are bounded and the estimator's error is well controlled.
+  enc = m.encoders[0]
+  for v in (enc.loc.kernel, enc.loc.bias, enc.log_scale.kernel):
+    v.assign(tf.zeros_like(v))
+  enc.log_scale.bias.assign([np.log(1.5)])
+  x = binary(8, 12, seed=5).numpy()
+  truth = quadrature_log_px(m, tf.constant(x))
+  est = metrics.Estimator(m, batch_size=8, chunk=1000)
+  # Monte Carlo standard error here is ~0.015 at K = 5000 and ~0.003 at 1e5.
+  np.testing.assert_allclose(est.log_likelihood(x, 5000, seed=1), truth, atol=0.06)
+  np.testing.assert_allclose(est.log_likelihood(x, 100000, seed=1), truth, atol=0.012)
+  means = [est.log_likelihood(np.repeat(x, 200, 0), k, seed=2).mean() for k in (1, 5, 50)]
+  # L_1 < L_5 < L_50 <= log p(x) (up to the replicates' noise, ~0.003).
+  assert means[0] < means[1] < means[2] < truth.mean() + 0.01, (means, truth.mean())
+  assert truth.mean() - means[0] > 0.1
+
+
+def test_chunked_estimate_equals_unchunked_on_the_same_samples():
+  m = make_model((3,), hidden=((8,),), data_dim=10)
+  x = binary(4, 10).numpy()
+  est = metrics.Estimator(m, batch_size=4, chunk=7, jit_compile=False)
+  got = est.log_likelihood(x, 30, seed=9)
+  # The same samples drawn explicitly: chunks 0..3 of 7, then a rest of 2.
+  seed = tf.random.experimental.stateless_fold_in(tf.constant([9, 0], tf.int32), 0)
+  log_w = tf.concat(
+      [m.log_weights(tf.constant(x), 7 if c < 4 else 2,
+                     tf.random.experimental.stateless_fold_in(seed, c)) for c in range(5)], 0)
+  np.testing.assert_allclose(got, bounds.iwae_bound(log_w).numpy(), rtol=1e-5)
+  # And XLA-compiled with another chunk size: same estimator up to Monte Carlo noise.
+  other = metrics.Estimator(m, batch_size=2, chunk=30).log_likelihood(x, 30, seed=9)
+  assert np.all(np.isfinite(other))
+
+
+def test_active_units_on_constructed_encoder():
+  m = make_model((6,), hidden=((8,),), data_dim=10)
+  enc = m.encoders[0]
+  kernel = np.zeros((8, 6), np.float32)
+  kernel[:, 0] = 3.0   # varies strongly with x: active
+  kernel[:, 1] = 1e-3  # varies, but Var < 1e-2: inactive
+  enc.loc.kernel.assign(kernel)
+  enc.loc.bias.assign(np.arange(6, dtype=np.float32))  # constants never count
+  x = binary(300, 10).numpy()
+  variances = metrics.posterior_mean_variances(m, x)
+  assert metrics.active_units(variances) == [1]
+  assert variances[0][0] > 1e-2 and variances[0][1] < 1e-2
+  np.testing.assert_allclose(variances[0][2:], 0.0, atol=1e-10)
+
+
+def test_iwae_and_vae_objectives():
+  m = make_model((3,), hidden=((8,),), data_dim=10, k=4)
+  x = binary(5, 10)
+  log_w = m.log_weights(x, 4, SEED)
+  iw = objectives.IWAE(4)(m, x, SEED)
+  va = objectives.VAE(4)(m, x, SEED)
+  np.testing.assert_allclose(iw.value, bounds.iwae_bound(log_w).numpy().mean(), rtol=1e-5)
+  np.testing.assert_allclose(va.value, log_w.numpy().mean(), rtol=1e-5)
+  np.testing.assert_allclose(va.bound, iw.bound, rtol=1e-6)  # the reported bound is L_k

@@ -1,0 +1,157 @@
+"""End-to-end training runs on tiny data in temporary directories."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from iwae_tf import config
+from iwae_tf import training
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(run_dir, latents=(3,), objective='iwae', k=2, epochs=1, **kw):
+  return config.TrainConfig(
+      model=config.ModelConfig(latents=latents, hidden=tuple((16,) for _ in latents)),
+      objective=config.ObjectiveConfig(objective, k),
+      optim=config.OptimConfig(schedule='poster'),
+      data=config.DataConfig(limit_train=80, validation_size=100),
+      epochs=epochs, run_dir=str(run_dir), steps_per_execution=2, summary_subset=30,
+      verbose=0, **kw)
+
+
+def weights(model):
+  return [v.numpy().copy() for v in model.trainable_variables]
+
+
+@pytest.mark.parametrize('latents,objective,k', [
+    ((50,), 'iwae', 5), ((50,), 'vae', 5), ((100, 50), 'iwae', 3), ((100, 50), 'vae', 1),
+    ((2,), 'iwae', 50)])
+def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k):
+  cfg = tiny_config(tmp_path / 'run', latents=latents, objective=objective, k=k, epochs=2)
+  cfg = config.TrainConfig(**{**cfg.__dict__, 'model': config.ModelConfig(
+      latents=latents, hidden=config.default_hidden(latents))})
+  model = training.train(cfg)
+  before = training.build_model(cfg)  # fresh initialisation, same seed
+  assert any(not np.allclose(a, b) for a, b in zip(weights(model), weights(before)))
+  assert all(np.all(np.isfinite(w)) for w in weights(model))
+  assert sorted(os.listdir(tmp_path / 'run')) == [
+      'checkpoints', 'config.json', 'environment.json', 'tensorboard']
+
+
+def read_scalars(log_dir):
+  out = {}
+  for root, _, files in os.walk(log_dir):
+    for f in files:
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(root, f)):
+        for v in event.summary.value:
+          key = f'{os.path.basename(root)}/{v.tag}'
+          out.setdefault(key, []).append(
+              (event.step, float(tf.make_ndarray(v.tensor))))
+  return out
+
+
+def test_tensorboard_logs(tmp_path):
+  training.train(tiny_config(tmp_path / 'run', epochs=2))
+  s = read_scalars(tmp_path / 'run' / 'tensorboard')
+  for key in ('train/loss_per_step', 'train/epoch_loss', 'train/learning_rate',
+              'train/L_2', 'train/active_units/h1', 'validation/L_2'):
+    assert key in s, sorted(s)
+  assert [step for step, _ in s['train/learning_rate']] == [1, 2]
+  np.testing.assert_allclose([v for _, v in s['train/learning_rate']],
+                             [1e-3, 1e-3 * 10**(-1 / 7)], rtol=1e-6)
+  assert [step for step, _ in s['train/loss_per_step']] == [2, 4, 6, 8]  # 4 steps/epoch, 2 a call
+  assert all(v < 0 for _, v in s['validation/L_2'])
+
+
+def test_interrupted_run_resumes_exactly(tmp_path):
+  straight = training.train(tiny_config(tmp_path / 'a', epochs=3))
+  training.train(tiny_config(tmp_path / 'b', epochs=1))
+  resumed = training.train(tiny_config(tmp_path / 'b', epochs=3))
+  for u, v in zip(weights(straight), weights(resumed)):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+  assert training.checkpoint_manager(
+      training.make_checkpoint(resumed)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
+
+
+def test_different_experiment_is_refused_and_nothing_is_touched(tmp_path):
+  training.train(tiny_config(tmp_path / 'run'))
+  before = {f: os.path.getmtime(os.path.join(tmp_path / 'run', f)) for f in ('config.json',)}
+  ckpts = sorted(os.listdir(tmp_path / 'run' / 'checkpoints'))
+  with pytest.raises(training.RunDirError, match='different experiment'):
+    training.train(tiny_config(tmp_path / 'run', latents=(4,)))
+  with pytest.raises(training.RunDirError, match='objective'):
+    training.train(tiny_config(tmp_path / 'run', k=3))
+  assert os.path.getmtime(tmp_path / 'run' / 'config.json') == before['config.json']
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ckpts
+
+
+def test_steps_per_execution_divides_the_epoch(tmp_path):
+  assert training.steps_per_execution(3000, 50) == 50
+  assert training.steps_per_execution(3, 2) == 1
+  assert training.steps_per_execution(12, 5) == 4
+  assert training.steps_per_execution(4, 100) == 4
+  cfg = tiny_config(tmp_path / 'run', epochs=2)
+  cfg = config.TrainConfig(**{**cfg.__dict__, 'data': config.DataConfig(limit_train=60)})
+  model = training.train(cfg)
+  assert int(model.optimizer.iterations.numpy()) == 6  # 3 steps per epoch, no overshoot
+
+
+def test_learning_rate_schedule():
+  lrs = [config.learning_rate(e) for e in range(config.PAPER_EPOCHS + 5)]
+  assert config.PAPER_EPOCHS == 3280
+  assert lrs[0] == 1e-3
+  assert lrs[1] == lrs[3] == pytest.approx(1e-3 * 10**(-1 / 7))
+  assert lrs[4] == lrs[12] == pytest.approx(1e-3 * 10**(-2 / 7))
+  assert lrs[13] == pytest.approx(1e-3 * 10**(-3 / 7))
+  assert lrs[1093] == lrs[3279] == pytest.approx(1e-4)
+  assert len(set(lrs)) == 8
+
+
+def _cli(args, **kw):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py')] + args, cwd=ROOT,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
+  for args, expect in [(['--data', str(tmp_path / 'missing.npz')], 'no such file'),
+                       (['--latents', '5,x'], 'comma-separated'),
+                       (['--k', '0'], 'k must be >= 1')]:
+    p = _cli(args + ['--run_dir', str(tmp_path / 'r')])
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0
+    lines = [l for l in err.strip().splitlines() if l.startswith('error:')]
+    assert len(lines) == 1 and expect in lines[0], err
+
+
+def test_cli_killed_run_resumes(tmp_path):
+  """SIGKILL a real training process mid-run; the rerun finishes the schedule."""
+  run = tmp_path / 'run'
+  args = ['--latents=3', '--hidden=16', '--k=2', '--schedule=poster', '--epochs=40',
+          '--limit_train=200', '--steps_per_execution=5', '--verbose=0', f'--run_dir={run}']
+  p = _cli(args)
+  index = run / 'checkpoints' / 'checkpoint'
+  deadline = time.time() + 240
+  while time.time() < deadline and p.poll() is None:
+    if index.exists() and 'ckpt-3' in index.read_text():
+      break
+    time.sleep(0.05)
+  assert p.poll() is None, p.communicate()
+  p.send_signal(signal.SIGKILL)
+  p.wait()
+  p = _cli(args)
+  out, err = p.communicate(timeout=600)
+  assert p.returncode == 0, err
+  assert 'resuming at epoch' in out
+  state = (run / 'checkpoints' / 'checkpoint').read_text()
+  assert 'ckpt-40' in state
+  env = json.loads((run / 'environment.json').read_text())
+  assert len(env['invocations']) == 2 and env['data_sha256']
