@@ -1,0 +1,141 @@
+"""Tests of evaluate.py's library: restoring runs, results files, pruning, the table."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from iwae_tf import config
+from iwae_tf import evaluation
+from iwae_tf import metrics
+from iwae_tf import training
+from test_model import binary, make_model
+from test_training import tiny_config
+
+tfd = tfp.distributions
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp('eval') / 'run'
+  training.train(tiny_config(path, epochs=2))
+  return str(path)
+
+
+def test_evaluate_run_writes_results(run_dir):
+  r = evaluation.evaluate_run(run_dir, k_nll=200, ks=(1, 5), limit_test=40, batch_size=20,
+                              chunk=64, train_subset=20, prune=True, progress=lambda s: None)
+  path = os.path.join(run_dir, 'results', 'eval-ckpt2-K200-n40.json')
+  with open(path) as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(r))
+  assert saved['epoch'] == 2 and saved['checkpoint'].endswith('ckpt-2')
+  assert saved['k_nll'] == 200 and saved['num_test'] == 40 and len(saved['data_sha256']) == 64
+  t = saved['test']
+  # NLL >= -L_5 >= -L_1 on average (the estimate is the tightest bound).
+  assert t['nll']['mean'] <= -t['L_5']['mean'] <= -t['L_1']['mean']
+  assert 'train' in saved and 'test_pruned' in saved
+  assert len(saved['active_units']) == 1 and len(saved['pruned_units'][0]) == 3 - saved['active_units'][0]
+
+
+def test_results_are_not_overwritten_silently(run_dir):
+  kw = dict(k_nll=10, ks=(1,), limit_test=20, batch_size=20, progress=lambda s: None)
+  evaluation.evaluate_run(run_dir, **kw)
+  path = os.path.join(run_dir, 'results', 'eval-ckpt2-K10-n20.json')
+  before = open(path).read()
+  with pytest.raises(evaluation.EvaluationError, match='exists'):
+    evaluation.evaluate_run(run_dir, **kw)
+  assert open(path).read() == before
+  evaluation.evaluate_run(run_dir, overwrite=True, seed=7, **kw)
+  assert json.load(open(path))['seed'] == 7
+  evaluation.evaluate_run(run_dir, checkpoint='1', **kw)  # another checkpoint, another file
+  assert json.load(open(path.replace('ckpt2', 'ckpt1')))['epoch'] == 1
+
+
+def test_missing_and_mismatched_runs(run_dir, tmp_path):
+  with pytest.raises(evaluation.EvaluationError, match='no such run directory'):
+    evaluation.evaluate_run(str(tmp_path / 'nothing'))
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(training.RunDirError, match='no config.json'):
+    evaluation.evaluate_run(str(tmp_path / 'empty'))
+  with pytest.raises(evaluation.EvaluationError, match='no such checkpoint'):
+    evaluation.restore(run_dir, checkpoint='99')
+  # A run directory whose config no longer matches its checkpoints.
+  other = tmp_path / 'other'
+  os.makedirs(other)
+  cfg = json.load(open(os.path.join(run_dir, 'config.json')))
+  cfg['model']['latents'] = [4]
+  json.dump(cfg, open(other / 'config.json', 'w'))
+  os.symlink(os.path.join(run_dir, 'checkpoints'), other / 'checkpoints')
+  with pytest.raises(evaluation.EvaluationError, match='does not match the architecture'):
+    evaluation.restore(str(other))
+
+
+def test_restored_model_equals_trained_model(tmp_path):
+  trained = training.train(tiny_config(tmp_path / 'r', epochs=1))
+  _, restored, _, epoch = evaluation.restore(str(tmp_path / 'r'))
+  assert epoch == 1
+  for a, b in zip(trained.weights, restored.weights):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize('latents', [(3,), (3, 2)])
+def test_pruning_removes_units_exactly(latents):
+  m = make_model(latents, hidden=tuple((8,) for _ in latents), data_dim=10)
+  x = binary(6, 10)
+  variances = [np.array([1.0] + [0.0] * (d - 1)) for d in latents]  # keep unit 0 only
+  assert evaluation.prune_inactive(m, variances) == [list(range(1, d)) for d in latents]
+  seed = tf.constant([1, 2], tf.int32)
+  hs, log_q = m.encode(x, 4, seed)
+  log_w = m.log_weights(x, 4, seed)
+  # The pruned units' terms cancel exactly: recompute with unit 0 of each layer only.
+  keep = lambda d: tfd.Independent(tfd.Normal(d.distribution.loc[..., :1],  # noqa: E731
+                                              d.distribution.scale[..., :1]), 1)
+  expect = tfd.Normal(0., 1.).log_prob(hs[-1][..., 0]) + m.decoders[0](hs[0]).log_prob(x)
+  expect -= keep(m.encoders[0](x)).log_prob(hs[0][..., :1])
+  for l in range(1, len(latents)):
+    expect += keep(m.decoders[l](hs[l])).log_prob(hs[l - 1][..., :1])
+    expect -= keep(m.encoders[l](hs[l - 1])).log_prob(hs[l][..., :1])
+  np.testing.assert_allclose(log_w, expect, rtol=1e-5, atol=1e-4)
+  # And the pruned units no longer influence anything downstream.
+  hs2 = [tf.concat([h[..., :1], 5.0 + h[..., 1:]], -1) for h in hs]
+  np.testing.assert_allclose(m.decoders[0](hs[0]).log_prob(x), m.decoders[0](hs2[0]).log_prob(x),
+                             rtol=1e-6)
+  assert metrics.active_units(metrics.posterior_mean_variances(m, x.numpy()))[0] <= 1
+
+
+def fake_result(obj, k, latents, nll, au, epoch=70):
+  return {'run_dir': f'/r/{obj}{k}', 'epoch': epoch, 'k_nll': 5000, 'num_test': 10000,
+          'config': {'objective': {'name': obj, 'k': k}, 'model': {'latents': latents}},
+          'test': {'nll': {'mean': nll, 'stderr': 0.3}}, 'active_units': au}
+
+
+def test_table_and_readme_block(tmp_path):
+  md = evaluation.table([fake_result('iwae', 5, [50], 89.1, [21]),
+                         fake_result('vae', 1, [50], 90.2, [17])])
+  lines = md.strip().splitlines()
+  assert len(lines) == 4
+  assert '| 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 |' in lines
+  assert '| 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – |' in lines
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'intro\n{evaluation.BEGIN}\nold\n{evaluation.END}\nrest\n')
+  evaluation.write_table(md, str(readme))
+  text = readme.read_text()
+  assert 'old' not in text and md in text and text.startswith('intro') and text.endswith('rest\n')
+  (tmp_path / 'bare.md').write_text('no markers')
+  with pytest.raises(evaluation.EvaluationError, match='no .* block'):
+    evaluation.write_table(md, str(tmp_path / 'bare.md'))
+
+
+def test_collect_keeps_full_test_results_only(tmp_path):
+  for name, n, epoch in [('a', 10000, 70), ('a', 10000, 30), ('b', 500, 70)]:
+    d = tmp_path / name / 'results'
+    d.mkdir(parents=True, exist_ok=True)
+    r = fake_result('iwae', 5, [50], 89.0 + epoch / 100, [20], epoch)
+    r['run_dir'], r['num_test'] = name, n
+    (d / f'eval-{epoch}.json').write_text(json.dumps(r))
+  got = evaluation.collect(str(tmp_path))
+  assert [(r['run_dir'], r['epoch']) for r in got] == [('a', 70)]
