@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 from iwae_tf import config as config_lib  # noqa: E402
 from iwae_tf import data as data_lib  # noqa: E402
 from iwae_tf import training  # noqa: E402
+from bench import matmuls  # noqa: E402
 
 flags.DEFINE_integer('steps', 3000, 'Training steps timed (3000 = one MNIST epoch).')
 flags.DEFINE_string('ks', '1,5,50', 'Values of k.')
@@ -37,35 +38,13 @@ flags.DEFINE_integer('steps_per_execution', 50, 'As train.py.')
 FLAGS = flags.FLAGS
 
 BATCH = 20
-# (rows, in, out) of each product in one step, per layer of the 784-200-200-50
-# encoder (two heads: mean and log-std) and the mirrored decoder.
-ENCODER = [(784, 200), (200, 200), (200, 50), (200, 50)]
-DECODER = [(50, 200), (200, 200), (200, 784)]
 
 
-def matmul_loop(k, steps):
-  """A compiled loop of just the step's matrix products (forward + backward)."""
-  shapes = [(BATCH, i, o) for i, o in ENCODER] + [(k * BATCH, i, o) for i, o in DECODER]
-  ws = [tf.Variable(tf.random.normal([i, o], stddev=0.05)) for _, i, o in shapes]
-  xs = [tf.random.normal([m, i]) for m, i, _ in shapes]
-  gs = [tf.random.normal([m, o]) for m, _, o in shapes]
-
-  @tf.function(jit_compile=True)
-  def run():
-    def body(t, acc):
-      for j, (w, x, g) in enumerate(zip(ws, xs, gs)):
-        x = x + acc  # a dependence on the previous step, so nothing is hoisted
-        y = tf.matmul(x, w)                      # forward
-        gw = tf.matmul(x, g + y[:1] * 0, transpose_a=True)  # weight gradient
-        # Input gradient: every product but the encoder's first layer's.
-        gx = tf.matmul(g, w, transpose_b=True) if j else 0.0
-        w.assign_sub(1e-9 * gw)
-        acc = acc + 1e-9 * (tf.reduce_sum(y[:1, :1]) + tf.reduce_sum(gx[:1, :1]) if j else
-                            tf.reduce_sum(y[:1, :1]))
-      return t + 1, acc
-    return tf.while_loop(lambda t, _: t < steps, body, (0, 0.0))[1]
-
-  return run
+def step_products(k):
+  """One training step's products: the 784-200-200-(50+50) encoder on the
+  batch (no gradient w.r.t. the data) and the 50-200-200-784 decoder on the
+  k samples of each image (its input gradient flows back to the encoder)."""
+  return [(BATCH, [784, 200, 200, 100], False), (k * BATCH, [50, 200, 200, 784], True)]
 
 
 def best_time(fn, repeats):
@@ -96,7 +75,7 @@ def main(argv):
       training.fit_epochs(model, x_train, cfg, epoch, epoch + 1)
       times.append(time.perf_counter() - start)
     epoch_s = min(times[1:])
-    run = matmul_loop(k, FLAGS.steps)
+    run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)
     run()  # compile
     matmul_s = best_time(lambda: run().numpy(), FLAGS.repeats)
     print(f'{k:>4} {epoch_s:>9.2f} {matmul_s:>9.2f} {epoch_s / matmul_s:>6.2f}', flush=True)

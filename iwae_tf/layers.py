@@ -78,6 +78,29 @@ def standard_normal(units, dtype=tf.float32):
                          reinterpreted_batch_ndims=1)
 
 
+def sample(dist, seed, sample_shape=()):
+  """Reparameterised sample of a diagonal Gaussian from ``GaussianLayer``.
+
+  ``loc + scale * eps`` with ``eps`` from ``tf.random.stateless_normal`` and
+  the Philox generator named explicitly: under XLA on CPU the default
+  ``auto_select`` (what ``tfd.Normal.sample`` uses) measured about 4x slower
+  here, and at k = 50 it was a third of a training step.
+
+  Args:
+    dist: ``tfd.Independent(tfd.Normal)`` with batch shape ``B``.
+    seed: stateless seed ``[2]`` int32.
+    sample_shape: leading sample shape ``S`` (e.g. ``[k]``).
+
+  Returns:
+    ``[*S, *B, d]`` samples, differentiable w.r.t. the parameters.
+  """
+  base = dist.distribution
+  shape = tf.concat([tf.constant(sample_shape, tf.int32, [len(sample_shape)]),
+                     tf.shape(base.loc)], 0)
+  return base.loc + base.scale * tf.random.stateless_normal(
+      shape, seed, dtype=base.loc.dtype, alg='philox')
+
+
 def stop_gradient_params(dist):
   """The same diagonal Gaussian with its parameters' gradients stopped.
 

@@ -92,7 +92,7 @@ class IWAEModel(keras.Model):
     hs, log_q, h = [], 0.0, x
     for l, encoder in enumerate(self.encoders):
       q = encoder(h)
-      h = q.sample(k, seed=seeds[l]) if l == 0 else q.sample(seed=seeds[l])
+      h = layers.sample(q, seeds[l], [k] if l == 0 else [])
       if stop_q_params:
         q = layers.stop_gradient_params(q)
       log_q += q.log_prob(h)
@@ -129,7 +129,7 @@ class IWAEModel(keras.Model):
     for l, encoder in enumerate(self.encoders):
       q = encoder(h)
       means.append(tf.reduce_mean(q.mean(), axis=0) if l else q.mean())
-      h = q.sample(num_samples, seed=seeds[l]) if l == 0 else q.sample(seed=seeds[l])
+      h = layers.sample(q, seeds[l], [num_samples] if l == 0 else [])
     return means
 
   def call(self, x, training=None):

@@ -171,3 +171,19 @@ def test_iwae_and_vae_objectives():
   np.testing.assert_allclose(iw.value, bounds.iwae_bound(log_w).numpy().mean(), rtol=1e-5)
   np.testing.assert_allclose(va.value, log_w.numpy().mean(), rtol=1e-5)
   np.testing.assert_allclose(va.bound, iw.bound, rtol=1e-6)  # the reported bound is L_k
+
+
+def test_gaussian_sample_moments_and_reparameterisation():
+  from iwae_tf import layers
+  loc, scale = tf.Variable([[1.0, -2.0]]), tf.Variable([[0.5, 3.0]])
+  with tf.GradientTape() as tape:
+    d = tfd.Independent(tfd.Normal(loc, scale), 1)
+    z = layers.sample(d, SEED, [100000])
+    s = tf.reduce_mean(z)
+  assert z.shape == (100000, 1, 2)
+  np.testing.assert_allclose(z.numpy().mean((0, 1)), [1.0, -2.0], atol=0.03)
+  np.testing.assert_allclose(z.numpy().std((0, 1)), [0.5, 3.0], rtol=0.02)
+  g_loc, g_scale = tape.gradient(s, [loc, scale])
+  np.testing.assert_allclose(g_loc.numpy(), [[0.5, 0.5]], rtol=2e-3)  # d mean(z) / d loc
+  eps = (z.numpy() - [1.0, -2.0]) / [0.5, 3.0]
+  np.testing.assert_allclose(g_scale.numpy(), eps.mean((0, 1))[None] / 2, rtol=1e-4, atol=1e-7)
