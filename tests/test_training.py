@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from iwae_tf import config
+from iwae_tf import logs
 from iwae_tf import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,21 +47,9 @@ def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k):
       'checkpoints', 'config.json', 'environment.json', 'tensorboard']
 
 
-def read_scalars(log_dir):
-  out = {}
-  for root, _, files in os.walk(log_dir):
-    for f in files:
-      for event in tf.compat.v1.train.summary_iterator(os.path.join(root, f)):
-        for v in event.summary.value:
-          key = f'{os.path.basename(root)}/{v.tag}'
-          out.setdefault(key, []).append(
-              (event.step, float(tf.make_ndarray(v.tensor))))
-  return out
-
-
 def test_tensorboard_logs(tmp_path):
   training.train(tiny_config(tmp_path / 'run', epochs=2))
-  s = read_scalars(tmp_path / 'run' / 'tensorboard')
+  s = logs.read_scalars(str(tmp_path / 'run' / 'tensorboard'))
   for key in ('train/loss_per_step', 'train/epoch_loss', 'train/learning_rate',
               'train/L_2', 'train/active_units/h1', 'validation/L_2'):
     assert key in s, sorted(s)

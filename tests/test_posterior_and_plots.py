@@ -1,0 +1,83 @@
+"""Tests of the q_IW sampler, grid posteriors and the plot functions."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from iwae_tf import plotting
+from iwae_tf import posterior
+from test_model import binary, make_model
+
+tfd = tfp.distributions
+
+
+def toy_q_iw(k, n=40000, x=1.0, seed=0):
+  """z ~ N(0,1), x|z ~ N(z,1): posterior N(x/2, 1/2); proposal q = N(x/2 + 1, 1)."""
+  q = tfd.Normal(x / 2 + 1.0, 1.0)
+  z = q.sample([k, n], seed=[seed, k])
+  log_w = tfd.Normal(0., 1.).log_prob(z) + tfd.Normal(z, 1.).log_prob(x) - q.log_prob(z)
+  return posterior.resample(z, log_w, tf.constant([seed, 100 + k])).numpy()
+
+
+def test_q_iw_approaches_the_true_posterior_as_k_grows():
+  errors = []
+  for k in (1, 5, 50):
+    z = toy_q_iw(k)
+    errors.append(abs(z.mean() - 0.5) + abs(z.var() - 0.5))
+  assert errors[0] > errors[1] > errors[2], errors
+  assert errors[0] > 0.9 and errors[2] < 0.08, errors
+
+
+def test_resample_picks_the_dominant_sample_and_keeps_trailing_axes():
+  samples = tf.reshape(tf.range(3 * 2 * 4, dtype=tf.float32), [3, 2, 4])
+  log_w = tf.constant([[-1e4, 0.0], [0.0, -1e4], [-1e4, -1e4]])
+  got = posterior.resample(samples, log_w, tf.constant([1, 2])).numpy()
+  np.testing.assert_array_equal(got, [samples[1, 0].numpy(), samples[0, 1].numpy()])
+
+
+def test_importance_resample_shapes_and_k1_is_q():
+  m = make_model((4, 3), hidden=((8,), (5,)), data_dim=10)
+  x = binary(6, 10)
+  hs = posterior.importance_resample(m, x, 7, tf.constant([1, 2]))
+  assert [h.shape for h in hs] == [(6, 4), (6, 3)]
+  seed = tf.constant([3, 4])
+  one = posterior.importance_resample(m, x, 1, seed)
+  plain, _ = m.encode(x, 1, tf.random.experimental.stateless_split(seed, 2)[0])
+  for a, b in zip(one, plain):
+    np.testing.assert_allclose(a.numpy(), b.numpy()[0])
+
+
+def test_grid_posteriors_are_normalised_and_tv():
+  m = make_model((2,), hidden=((8,),), data_dim=10)
+  x = binary(1, 10).numpy()[0]
+  points, area = posterior.grid((-4, 4), 30)
+  assert points.shape == (900, 2) and area == pytest.approx((8 / 30)**2)
+  true = posterior.true_posterior(m, x, points, area)
+  q = posterior.q_posterior(m, x, points, area)
+  np.testing.assert_allclose([true.sum(), q.sum()], 1.0, rtol=1e-6)
+  assert posterior.total_variation(true, true) == 0.0
+  assert 0.0 < posterior.total_variation(true, q) <= 1.0
+  h = posterior.q_iw_histogram(m, x, 5, (-4, 4), 30, num_draws=2000)
+  assert h.shape == (900,) and 0.9 < h.sum() <= 1.0 + 1e-9
+
+
+def _non_empty(fig):
+  fig.canvas.draw()
+  pixels = np.asarray(fig.canvas.buffer_rgba())
+  assert pixels.shape[0] > 50 and pixels.shape[1] > 50
+  assert (pixels[..., :3] < 250).any()  # something was drawn
+  assert fig.axes
+
+
+def test_plot_functions_draw():
+  rng = np.random.default_rng(0)
+  _non_empty(plotting.latent_scatter([('a', rng.normal(size=(50, 2))),
+                                      ('b', rng.normal(size=(50, 2)))],
+                                     rng.integers(0, 10, 50), [rng.normal(size=(20, 2)), None]))
+  _non_empty(plotting.image_rows([rng.random((3, 784)), rng.random((2, 784))], ['x', 'y'], title='t'))
+  d = rng.random(100)
+  _non_empty(plotting.posterior_panels([[d, d], [d, d]], ['p', 'q'], [(-1, 1), (0, 2)],
+                                       [['', 'TV 0.1'], ['', 'TV 0.2']]))
+  _non_empty(plotting.line_panels([dict(series={'A': ([1, 5, 50], [90, 89, 88])}, xlabel='k',
+                                        ylabel='nll', logx=True, xticks=[1, 5, 50])]))
