@@ -22,7 +22,12 @@ flags.DEFINE_string('hidden', None, 'Hidden tanh layer sizes per stochastic laye
                     "';'-separated lists, e.g. '200,200;100,100'. Default: the paper's.")
 # --- objective
 flags.DEFINE_enum('objective', 'iwae', ['iwae', 'vae'], 'Training objective.')
-flags.DEFINE_integer('k', 5, 'Importance samples per image.')
+flags.DEFINE_integer('k', 5, 'Importance samples per image (per group for miwae/piwae).')
+flags.DEFINE_enum('estimator', 'iwae', ['iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae'],
+                  'Gradient estimator: iwae (standard), stl (sticking the landing), dreg '
+                  '(doubly reparameterised), miwae/piwae (--groups), ciwae (--beta).')
+flags.DEFINE_integer('groups', 1, 'M groups of k samples (miwae, piwae).')
+flags.DEFINE_float('beta', 0.5, 'ELBO weight of ciwae.')
 # --- optimisation
 flags.DEFINE_enum('schedule', 'paper', ['paper', 'poster'],
                   'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs.')
@@ -53,10 +58,12 @@ def make_config():
   latents = cli.parse_int_list(FLAGS.latents, 'latents')
   hidden = (c.default_hidden(latents) if FLAGS.hidden is None else
             tuple(cli.parse_int_list(h, 'hidden') for h in FLAGS.hidden.split(';')))
-  name = f"{FLAGS.objective}_k{FLAGS.k}_{'-'.join(map(str, latents))}"
+  est = '' if FLAGS.estimator == 'iwae' else f'_{FLAGS.estimator}'
+  name = f"{FLAGS.objective}{est}_k{FLAGS.k}_{'-'.join(map(str, latents))}"
   return c.TrainConfig(
       model=c.ModelConfig(latents=latents, hidden=hidden),
-      objective=c.ObjectiveConfig(name=FLAGS.objective, k=FLAGS.k),
+      objective=c.ObjectiveConfig(name=FLAGS.objective, k=FLAGS.k, estimator=FLAGS.estimator,
+                                  groups=FLAGS.groups, beta=FLAGS.beta),
       optim=c.OptimConfig(learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1,
                           beta2=FLAGS.beta2, epsilon=FLAGS.adam_epsilon,
                           batch_size=FLAGS.batch_size, schedule=FLAGS.schedule),

@@ -16,6 +16,7 @@ PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 POSTER_EPOCHS = 70
 SCHEDULES = ('paper', 'poster')
 OBJECTIVES = ('iwae', 'vae')
+ESTIMATORS = ('iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae')
 
 
 class ConfigError(ValueError):
@@ -53,15 +54,37 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-  """Training objective: ``name`` in OBJECTIVES, with ``k`` importance samples."""
+  """Training objective and gradient estimator (see ``objectives.py``).
+
+  Attributes:
+    name: ``iwae`` or ``vae``.
+    k: importance samples per group.
+    estimator: gradient estimator, one of ESTIMATORS (``iwae`` is the
+      standard reparameterised gradient of the objective).
+    groups: M, for ``miwae`` and ``piwae``.
+    beta: ELBO weight of ``ciwae``.
+  """
   name: str = 'iwae'
   k: int = 5
+  estimator: str = 'iwae'
+  groups: int = 1
+  beta: float = 0.5
 
   def __post_init__(self):
     if self.name not in OBJECTIVES:
       raise ConfigError(f'unknown objective {self.name!r}; choose from {OBJECTIVES}')
     if self.k < 1:
       raise ConfigError(f'k must be >= 1, got {self.k}')
+    if self.estimator not in ESTIMATORS:
+      raise ConfigError(f'unknown estimator {self.estimator!r}; choose from {ESTIMATORS}')
+    if self.name == 'vae' and self.estimator not in ('iwae', 'stl'):
+      raise ConfigError(f'estimator {self.estimator!r} needs --objective=iwae')
+    if self.groups < 1:
+      raise ConfigError(f'groups must be >= 1, got {self.groups}')
+    if self.groups > 1 and self.estimator not in ('miwae', 'piwae'):
+      raise ConfigError(f'groups={self.groups} is for --estimator=miwae or piwae')
+    if not 0.0 <= self.beta <= 1.0:
+      raise ConfigError(f'beta must be in [0, 1], got {self.beta}')
 
 
 @dataclasses.dataclass(frozen=True)

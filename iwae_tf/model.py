@@ -165,9 +165,13 @@ class IWAEModel(keras.Model):
                     lambda i: (self._train_one(data[i]) or i + 1,), (tf.constant(0),))
     return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
 
-  def _train_one(self, data):
-    x = self.binarize(data)
-    seed = self.next_seed()
+  def gradients(self, x, seed):
+    """The objective's estimator on binary ``x``.
+
+    Returns:
+      ``(output, grads, variables)``: the ``ObjectiveOutput`` and the
+      gradients of the loss (``-surrogate``) w.r.t. ``variables``.
+    """
     split = self.objective.split_gradients
     with tf.GradientTape(persistent=split) as tape:
       out = self.objective(self, x, seed)
@@ -181,6 +185,11 @@ class IWAEModel(keras.Model):
     else:
       variables = self.trainable_variables
       grads = tape.gradient(loss, variables)
+    return out, grads, variables
+
+  def _train_one(self, data):
+    x = self.binarize(data)
+    out, grads, variables = self.gradients(x, self.next_seed())
     self.optimizer.apply(grads, variables)
     self.loss_tracker.update_state(-out.value)
     self.bound_tracker.update_state(tf.reduce_mean(out.bound))

@@ -1,21 +1,39 @@
-"""Training objectives: log-weights in, a surrogate to maximise out.
+"""Training objectives and gradient estimators: log-weights in, surrogates out.
 
-An objective draws ``num_samples`` latent paths per image from the model,
-and returns an ``ObjectiveOutput``:
+An objective draws latent paths from the model and returns an
+``ObjectiveOutput``:
 
-* ``surrogate``: scalar whose gradient (w.r.t. the decoder, and the encoder
-  unless ``split_gradients``) is the gradient estimator;
+* ``surrogate``: scalar whose gradient w.r.t. the decoder (and w.r.t. the
+  encoder unless ``split_gradients``) is the gradient estimator;
 * ``encoder_surrogate``: when ``split_gradients``, the scalar whose gradient
   w.r.t. the encoder is used instead;
-* ``value``: the objective being optimised, averaged over the batch (e.g. the
-  k-sample ELBO for the VAE), logged as ``-loss``;
-* ``bound``: ``[batch]`` the true ``L_k`` of the same samples, reported
-  whatever the estimator.
+* ``value``: the objective being optimised, averaged over the batch, logged
+  as ``-loss``;
+* ``bound``: ``[batch]`` the importance-weighted bound ``L_k`` of the same
+  samples (averaged over groups where there are several), reported whatever
+  the estimator.
+
+Notation: ``k`` samples per group, ``M`` groups; log-weights ``[M*k, batch]``
+split into ``[M, k, batch]``; ``w~`` the normalised weights within a group.
 
 Objectives (Burda et al. 2016):
-  * ``iwae``: maximise ``L_k = E[log (1/k) sum_i w_i]`` with the standard
-    reparameterised gradient.
-  * ``vae``: maximise the k-sample ELBO ``E[(1/k) sum_i log w_i]``.
+  * ``vae``: the k-sample ELBO ``(1/k) sum_i log w_i``.
+  * ``iwae``: ``L_k = log (1/k) sum_i w_i``.
+
+Estimators of the IWAE gradient (``--estimator``):
+  * ``iwae``: the standard reparameterised gradient of ``L_k``.
+  * ``stl``: "sticking the landing" (Roeder, Wu & Duvenaud 2017): ``log q`` is
+    evaluated with its parameters' gradients stopped, which removes the
+    score-function term ``-d/dphi log q_phi(z)`` at fixed ``z`` and keeps the
+    path derivative through ``z``. (Biased for k > 1, Tucker et al. 2018.)
+  * ``dreg``: doubly reparameterised (Tucker, Lawson, Gu & Maddison 2018):
+    encoder surrogate ``sum_i stop(w~_i^2) log w_i`` with q's parameters
+    stopped inside ``log w_i``; decoder gets the IWAE gradient
+    ``sum_i w~_i grad log w_i``. Unbiased for the IWAE gradient.
+  * ``miwae``: (Rainforth et al. 2018) the average of M independent ``L_k``.
+  * ``ciwae``: ``beta * ELBO + (1 - beta) * L_k`` on the same k samples.
+  * ``piwae``: decoder trained on ``L_{M*k}`` over all samples, encoder on the
+    MIWAE bound of the same samples in M groups of k.
 """
 
 import dataclasses
@@ -39,39 +57,99 @@ class Objective:
 
   Attributes:
     k: importance samples per group (the bound reported is L_k).
+    groups: M, groups of k samples drawn per image.
     split_gradients: whether encoder and decoder use different surrogates.
+    stop_q_params: whether log q is evaluated with stopped parameters.
   """
   split_gradients = False
+  stop_q_params = False
 
-  def __init__(self, k):
-    self.k = int(k)
+  def __init__(self, k, groups=1, beta=0.5):
+    self.k, self.groups, self.beta = int(k), int(groups), float(beta)
+
+  def log_weights(self, model, x, seed):
+    """``[M, k, batch]`` log-weights."""
+    log_w = model.log_weights(x, self.groups * self.k, seed, stop_q_params=self.stop_q_params)
+    return bounds.split_groups(log_w, self.groups)
 
   def __call__(self, model, x, seed):
+    log_w = self.log_weights(model, x, seed)
+    bound = tf.reduce_mean(bounds.log_mean_exp(log_w, axis=1), axis=0)  # [batch]
+    return self.output(log_w, bound)
+
+  def output(self, log_w, bound):
     raise NotImplementedError
 
 
-class IWAE(Objective):
-  """The importance-weighted bound L_k."""
+class VAE(Objective):
+  """The k-sample ELBO (average of log w over the samples)."""
 
-  def __call__(self, model, x, seed):
-    bound = bounds.iwae_bound(model.log_weights(x, self.k, seed))
+  def output(self, log_w, bound):
+    value = tf.reduce_mean(log_w)
+    return ObjectiveOutput(surrogate=value, value=value, bound=bound)
+
+
+class IWAE(Objective):
+  """L_k (averaged over groups: with M > 1 this is MIWAE)."""
+
+  def output(self, log_w, bound):
     value = tf.reduce_mean(bound)
     return ObjectiveOutput(surrogate=value, value=value, bound=bound)
 
 
-class VAE(Objective):
-  """The k-sample ELBO (average of log w over k samples)."""
-
-  def __call__(self, model, x, seed):
-    log_w = model.log_weights(x, self.k, seed)
-    value = tf.reduce_mean(bounds.elbo(log_w))
-    return ObjectiveOutput(surrogate=value, value=value,
-                           bound=bounds.iwae_bound(log_w))
+class STL(IWAE):
+  """L_k with the score term of q removed (path derivative only)."""
+  stop_q_params = True
 
 
-REGISTRY = {'iwae': IWAE, 'vae': VAE}
+class VAESTL(VAE):
+  """The k-sample ELBO with the score term of q removed."""
+  stop_q_params = True
+
+
+class DReG(Objective):
+  """Doubly reparameterised IWAE gradient."""
+  split_gradients = True
+  stop_q_params = True
+
+  def output(self, log_w, bound):
+    value = tf.reduce_mean(bound)
+    weights = tf.stop_gradient(tf.nn.softmax(log_w, axis=1))  # w~ within each group
+    batch = tf.cast(tf.shape(log_w)[-1], log_w.dtype)
+    encoder = tf.reduce_sum(tf.square(weights) * log_w) / (batch * self.groups)
+    # The decoder does not see q's parameters, so L_k of these log-weights
+    # has the standard IWAE gradient w.r.t. it.
+    return ObjectiveOutput(surrogate=value, value=value, bound=bound,
+                           encoder_surrogate=encoder)
+
+
+class CIWAE(Objective):
+  """Convex combination ``beta * ELBO + (1 - beta) * L_k``."""
+
+  def output(self, log_w, bound):
+    value = (self.beta * tf.reduce_mean(log_w) +
+             (1.0 - self.beta) * tf.reduce_mean(bound))
+    return ObjectiveOutput(surrogate=value, value=value, bound=bound)
+
+
+class PIWAE(Objective):
+  """Decoder on L_{M*k} over all samples, encoder on MIWAE(M, k)."""
+  split_gradients = True
+
+  def output(self, log_w, bound):
+    all_samples = tf.reshape(log_w, [-1, tf.shape(log_w)[-1]])
+    decoder = tf.reduce_mean(bounds.iwae_bound(all_samples))
+    return ObjectiveOutput(surrogate=decoder, value=decoder, bound=bound,
+                           encoder_surrogate=tf.reduce_mean(bound))
+
+
+ESTIMATORS = {
+    'iwae': {'iwae': IWAE, 'stl': STL, 'dreg': DReG, 'miwae': IWAE, 'ciwae': CIWAE,
+             'piwae': PIWAE},
+    'vae': {'iwae': VAE, 'stl': VAESTL},
+}
 
 
 def make(config):
   """Builds the objective named by an ``ObjectiveConfig``."""
-  return REGISTRY[config.name](config.k)
+  return ESTIMATORS[config.name][config.estimator](config.k, config.groups, config.beta)

@@ -31,7 +31,7 @@ from absl import flags  # noqa: E402
 flags.DEFINE_string('runs_root', 'runs', 'Where the runs are.')
 flags.DEFINE_string('out_dir', 'figures', 'Where the figures go.')
 flags.DEFINE_bool('train_missing', False, 'Train the missing 2-D latent runs first.')
-flags.DEFINE_integer('latent2_epochs', 20, 'Epochs of the poster schedule for the 2-D runs.')
+flags.DEFINE_integer('latent2_epochs', 10, 'Epochs of the poster schedule for the 2-D runs.')
 flags.DEFINE_integer('test_images', 5000, 'Test images in the scatter plots.')
 flags.DEFINE_integer('draws', 20000, 'q_IW draws per image for the posterior histograms.')
 flags.DEFINE_integer('grid', 60, 'Grid cells per axis for the posterior shapes.')
