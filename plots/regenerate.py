@@ -9,6 +9,7 @@ Figures (written to --out_dir, with the numbers they show in measurements.json):
   posterior_shapes.png true posterior, q and q_IW (k = 1, 5, 50) on a grid, 2-D latent model
   nll_vs_k.png         test NLL (K = 5000) and active units vs k, from evaluate.py's results
   training_curves.png  -L_k and active units per epoch, read back from TensorBoard logs
+  gradient_snr.png     encoder/decoder gradient signal-to-noise ratio vs k, IWAE vs DReG
 
 The 2-D runs live in RUNS/latent2_<objective>_k<k>; the 50-latent runs used for the NLL,
 reweighting and training-curve figures are RUNS/poster_<objective>_k<k> (train.py with
@@ -35,6 +36,8 @@ flags.DEFINE_integer('latent2_epochs', 10, 'Epochs of the poster schedule for th
 flags.DEFINE_integer('test_images', 5000, 'Test images in the scatter plots.')
 flags.DEFINE_integer('draws', 20000, 'q_IW draws per image for the posterior histograms.')
 flags.DEFINE_integer('grid', 60, 'Grid cells per axis for the posterior shapes.')
+flags.DEFINE_integer('snr_images', 20, 'Minibatch (test images) of the gradient SNR figure.')
+flags.DEFINE_integer('snr_draws', 100, 'Gradient estimates per point of the SNR figure.')
 FLAGS = flags.FLAGS
 
 LATENT2 = [('vae', 1), ('vae', 5), ('iwae', 5), ('vae', 50), ('iwae', 50)]
@@ -205,6 +208,34 @@ def training_curves(measurements):
                                      for n, v in lk.items()}
 
 
+def gradient_snr(test, measurements):
+  from iwae_tf import config as c
+  from iwae_tf import evaluation, metrics, objectives, plotting
+  run = _run('poster', 'iwae', 5)
+  if not _has_checkpoint(run):
+    print(f'gradient_snr.png: {run} missing')
+    return
+  _, model, _, epoch = evaluation.restore(run)
+  ks = (1, 3, 10, 30, 100)
+  series = {'encoder': {}, 'decoder': {}}
+  for estimator in ('iwae', 'dreg'):
+    values = []
+    for k in ks:
+      model.objective = objectives.make(c.ObjectiveConfig('iwae', k, estimator))
+      values.append(metrics.gradient_snr(model, test['x'][:FLAGS.snr_images], FLAGS.snr_draws))
+    for part in series:
+      series[part][estimator.upper()] = (ks, [v[part] for v in values])
+  fig = plotting.line_panels([
+      dict(series=series[part], xlabel='k', ylabel='mean gradient SNR', logx=True,
+           xticks=list(ks), title=f'{part} (IWAE k=5 model, {epoch} epochs)')
+      for part in ('encoder', 'decoder')])
+  save(fig, 'gradient_snr.png')
+  measurements['gradient_snr'] = {
+      'run': run, 'epoch': epoch, 'images': FLAGS.snr_images, 'draws': FLAGS.snr_draws,
+      'k': list(ks), **{f'{part}_{est}': v[1] for part in series
+                        for est, v in series[part].items()}}
+
+
 def main(argv):
   del argv
   from absl import logging
@@ -218,7 +249,8 @@ def main(argv):
   test = {'x': data.binarize_fixed(mnist.x_test, 0), 'y': mnist.y_test}
   measurements = {}
   for make in (lambda m: scatter(test, m), lambda m: reweighting(test, m),
-               lambda m: posterior_shapes(test, m), nll_vs_k, training_curves):
+               lambda m: posterior_shapes(test, m), nll_vs_k, training_curves,
+               lambda m: gradient_snr(test, m)):
     make(measurements)
   path = os.path.join(FLAGS.out_dir, 'measurements.json')
   with open(path, 'w') as f:

@@ -141,3 +141,21 @@ def test_miwae_and_piwae(base):
 def test_bad_estimator_configs(kwargs, message):
   with pytest.raises(config.ConfigError, match=message):
     config.ObjectiveConfig(**kwargs)
+
+
+def test_gradient_snr_matches_numpy(base):
+  from iwae_tf import metrics
+  m = model_with('iwae', k=3, seed_model=base)
+  snr = metrics.gradient_snr(m, X.numpy(), num_draws=20, seed=4, jit_compile=False)
+  enc_paths = {v.path for v in m.encoder_variables}
+  g_enc, g_dec = [], []
+  for i in range(20):
+    seed = tf.random.experimental.stateless_fold_in(tf.constant([4, 2], tf.int32), i)
+    g = grads_by_name(m, X, seed)
+    g_enc.append(np.concatenate([g[n].ravel() for n in g if n in enc_paths]))
+    g_dec.append(np.concatenate([g[n].ravel() for n in g if n not in enc_paths]))
+  for name, gs in (('encoder', g_enc), ('decoder', g_dec)):
+    gs = np.array(gs, np.float64)
+    keep = gs.std(0) > 0
+    expect = np.mean(np.abs(gs.mean(0)[keep]) / gs.std(0)[keep])
+    np.testing.assert_allclose(snr[name], expect, rtol=1e-4)

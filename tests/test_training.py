@@ -32,13 +32,16 @@ def weights(model):
   return [v.numpy().copy() for v in model.trainable_variables]
 
 
-@pytest.mark.parametrize('latents,objective,k', [
-    ((50,), 'iwae', 5), ((50,), 'vae', 5), ((100, 50), 'iwae', 3), ((100, 50), 'vae', 1),
-    ((2,), 'iwae', 50)])
-def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k):
+@pytest.mark.parametrize('latents,objective,k,estimator,groups', [
+    ((50,), 'iwae', 5, 'iwae', 1), ((50,), 'vae', 5, 'iwae', 1), ((100, 50), 'iwae', 3, 'iwae', 1),
+    ((100, 50), 'vae', 1, 'iwae', 1), ((2,), 'iwae', 50, 'iwae', 1), ((50,), 'iwae', 5, 'dreg', 1),
+    ((100, 50), 'iwae', 2, 'piwae', 2)])
+def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k, estimator, groups):
   cfg = tiny_config(tmp_path / 'run', latents=latents, objective=objective, k=k, epochs=2)
-  cfg = config.TrainConfig(**{**cfg.__dict__, 'model': config.ModelConfig(
-      latents=latents, hidden=config.default_hidden(latents))})
+  cfg = config.TrainConfig(**{
+      **cfg.__dict__,
+      'model': config.ModelConfig(latents=latents, hidden=config.default_hidden(latents)),
+      'objective': config.ObjectiveConfig(objective, k, estimator, groups)})
   model = training.train(cfg)
   before = training.build_model(cfg)  # fresh initialisation, same seed
   assert any(not np.allclose(a, b) for a, b in zip(weights(model), weights(before)))
