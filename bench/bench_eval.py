@@ -18,7 +18,6 @@ The full test set is 10x the default ``--images``: scale ``eval_s`` by that.
 import os
 import resource
 import sys
-import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,15 +44,6 @@ def peak_rss_gib():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def best_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def main(argv):
   del argv
   mnist = data_lib.load_mnist()
@@ -65,13 +55,13 @@ def main(argv):
   print(f"{'K':>7} {'eval_s':>8} {'matmul_s':>9} {'ratio':>6} {'peak_GiB':>9}")
   for k in (int(v) for v in FLAGS.ks.split(',')):
     estimator.log_likelihood(x[:FLAGS.batch_size], k)  # compile
-    eval_s = best_time(lambda: estimator.log_likelihood(x, k), FLAGS.repeats)
+    eval_s = matmuls.best_time(lambda: estimator.log_likelihood(x, k), FLAGS.repeats)
     chunk = min(FLAGS.chunk, k)
     rounds = (FLAGS.images // FLAGS.batch_size) * (k // chunk)
     run = matmuls.matmul_loop([(chunk * FLAGS.batch_size, [50, 200, 200, 784], False)],
                               rounds, backward=False)
     run()
-    matmul_s = best_time(lambda: run().numpy(), FLAGS.repeats)
+    matmul_s = matmuls.best_time(lambda: run().numpy(), FLAGS.repeats)
     print(f'{k:>7} {eval_s:>8.2f} {matmul_s:>9.2f} {eval_s / matmul_s:>6.2f} '
           f'{peak_rss_gib():>9.2f}', flush=True)
 

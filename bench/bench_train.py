@@ -47,15 +47,6 @@ def step_products(k):
   return [(BATCH, [784, 200, 200, 100], False), (k * BATCH, [50, 200, 200, 784], True)]
 
 
-def best_time(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return min(times)
-
-
 def main(argv):
   del argv
   ks = [int(k) for k in FLAGS.ks.split(',')]
@@ -77,7 +68,7 @@ def main(argv):
     epoch_s = min(times[1:])
     run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)
     run()  # compile
-    matmul_s = best_time(lambda: run().numpy(), FLAGS.repeats)
+    matmul_s = matmuls.best_time(lambda: run().numpy(), FLAGS.repeats)
     print(f'{k:>4} {epoch_s:>9.2f} {matmul_s:>9.2f} {epoch_s / matmul_s:>6.2f}', flush=True)
 
 

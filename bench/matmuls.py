@@ -10,6 +10,8 @@ the loop's state, so that XLA can neither drop nor shrink any of them (it
 would, for instance, turn ``dot(a, b)[0, 0]`` into a single dot product).
 """
 
+import time
+
 import tensorflow as tf
 
 
@@ -54,3 +56,13 @@ def matmul_loop(chains, iterations, backward):
     return tf.while_loop(lambda t, _: t < iterations, body, (0, 0.0))[1]
 
   return run
+
+
+def best_time(fn, repeats):
+  """The shortest of ``repeats`` wall-clock timings of ``fn()`` (the machine is shared)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)

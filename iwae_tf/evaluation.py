@@ -92,21 +92,16 @@ def prune_inactive(model, variances, threshold=metrics.ACTIVE_THRESHOLD):
     pruned.append(dead.tolist())
     if not len(dead):
       continue
-    # q(h_l|.) := N(0, 1) for these units.
-    enc = model.encoders[l]
-    for head in (enc.loc, enc.log_scale):
+    # q(h_l|.) := N(0, 1) for these units, and p(h_l|h_{l+1}) too (the top
+    # layer's prior already is).
+    heads = [model.encoders[l].loc, model.encoders[l].log_scale]
+    if l + 1 < num_layers:
+      heads += [model.decoders[l + 1].loc, model.decoders[l + 1].log_scale]
+    for head in heads:
       k, b = head.kernel.numpy(), head.bias.numpy()
       k[:, dead], b[dead] = 0.0, 0.0
       head.kernel.assign(k)
       head.bias.assign(b)
-    # p(h_l|h_{l+1}) := N(0, 1) for these units (the top layer's prior already is).
-    if l + 1 < num_layers:
-      dec = model.decoders[l + 1]
-      for head in (dec.loc, dec.log_scale):
-        k, b = head.kernel.numpy(), head.bias.numpy()
-        k[:, dead], b[dead] = 0.0, 0.0
-        head.kernel.assign(k)
-        head.bias.assign(b)
     # Nothing reads them: the decoder below and the encoder above.
     readers = [model.decoders[l].mlp.hidden[0] if model.decoders[l].mlp.hidden
                else model.decoders[l].logits]
