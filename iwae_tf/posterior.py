@@ -99,12 +99,20 @@ def q_posterior(model, x, points, area):
   return _normalise(log_q.astype(np.float64) + np.log(area))
 
 
-def q_iw_histogram(model, x, k, extent, size, num_draws=20000, seed=0):
-  """``[size*size]`` cell probabilities of q_IW from ``num_draws`` samples."""
-  xb = tf.constant(np.repeat(x[None], num_draws, 0), tf.float32)
-  z = importance_resample(model, xb, k, tf.constant([seed, k], tf.int32))[0].numpy()
-  hist, _, _ = np.histogram2d(z[:, 1], z[:, 0], bins=size, range=[extent, extent])
-  return hist.ravel() / num_draws  # mass outside the grid is left out
+def q_iw_histogram(model, x, k, extent, size, num_draws=20000, seed=0, batch_size=1000):
+  """``[size*size]`` cell probabilities of q_IW from ``num_draws`` samples.
+
+  Draws are made ``batch_size`` at a time (memory ~ k * batch_size * D).
+  Mass outside the grid is left out.
+  """
+  xb = tf.constant(np.repeat(x[None], batch_size, 0), tf.float32)
+  hist = np.zeros((size, size))
+  for b, start in enumerate(range(0, num_draws, batch_size)):
+    n = min(batch_size, num_draws - start)
+    s = tf.random.experimental.stateless_fold_in(tf.constant([seed, k], tf.int32), b)
+    z = importance_resample(model, xb[:n], k, s)[0].numpy()
+    hist += np.histogram2d(z[:, 1], z[:, 0], bins=size, range=[extent, extent])[0]
+  return hist.ravel() / num_draws
 
 
 def total_variation(p, q):
