@@ -82,7 +82,7 @@ def posterior_panels(densities, titles, extents, row_titles=None):
   Args:
     densities: ``[rows][cols]`` of ``[size*size]`` cell probabilities.
     titles: column titles (e.g. 'true p(z|x)', 'q', 'q_IW k=5').
-    extents: per row, ``(lo, hi)`` of its square grid (both axes).
+    extents: per row, ``(x_lo, x_hi, y_lo, y_hi)`` of its grid.
     row_titles: optional ``[rows][cols]`` labels under the panels (e.g. distances).
   """
   rows, cols = len(densities), len(densities[0])
@@ -93,7 +93,7 @@ def posterior_panels(densities, titles, extents, row_titles=None):
       d = np.asarray(densities[r][c])
       size = int(round(np.sqrt(d.size)))
       ax = axes[r, c]
-      ax.imshow(d.reshape(size, size), origin='lower', extent=[*extents[r], *extents[r]],
+      ax.imshow(d.reshape(size, size), origin='lower', extent=list(extents[r]),
                 cmap='viridis', interpolation='nearest')
       ax.set_xticks([])
       ax.set_yticks([])

@@ -77,12 +77,40 @@ def reweighting_gain(model, x, ks, seed=0, batch_size=500):
 
 
 def grid(extent, size):
-  """``[size*size, 2]`` cell centres of a square grid, and the cell area."""
-  lo, hi = extent
-  edges = np.linspace(lo, hi, size + 1)
-  centres = (edges[:-1] + edges[1:]) / 2
-  zx, zy = np.meshgrid(centres, centres, indexing='xy')
-  return np.stack([zx.ravel(), zy.ravel()], -1).astype(np.float32), (edges[1] - edges[0])**2
+  """Cell centres of a ``size x size`` grid, and the cell area.
+
+  Args:
+    extent: ``(lo, hi)`` for both axes, or ``(x_lo, x_hi, y_lo, y_hi)``.
+
+  Returns:
+    ``[size*size, 2]`` points (x varies fastest) and the cell area.
+  """
+  x_lo, x_hi, y_lo, y_hi = tuple(extent) * (2 if len(extent) == 2 else 1)
+  xe, ye = np.linspace(x_lo, x_hi, size + 1), np.linspace(y_lo, y_hi, size + 1)
+  zx, zy = np.meshgrid((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, indexing='xy')
+  area = (xe[1] - xe[0]) * (ye[1] - ye[0])
+  return np.stack([zx.ravel(), zy.ravel()], -1).astype(np.float32), area
+
+
+def focus_extent(model, x, coarse=(-8.0, 8.0), size=200, width=4.0):
+  """An extent ``(x_lo, x_hi, y_lo, y_hi)`` covering q(z|x) and p(z|x).
+
+  Both within ``width`` standard deviations, with equal sides.
+
+  The true posterior's mean and spread are read off a coarse grid first, so
+  that the plotted grid is fine where the mass is.
+  """
+  points, area = grid(coarse, size)
+  p = true_posterior(model, x, points, area)
+  p_mean = p @ points
+  p_std = np.sqrt(np.maximum(p @ (points - p_mean)**2, ((coarse[1] - coarse[0]) / size)**2))
+  q = model.encoders[0](tf.constant(x[None], tf.float32)).distribution
+  q_mean, q_std = q.loc.numpy()[0], q.scale.numpy()[0]
+  lo = np.minimum(p_mean - width * p_std, q_mean - width * q_std)
+  hi = np.maximum(p_mean + width * p_std, q_mean + width * q_std)
+  centre, half = (lo + hi) / 2, float(np.max(hi - lo)) / 2  # square cells
+  return (float(centre[0] - half), float(centre[0] + half),
+          float(centre[1] - half), float(centre[1] + half))
 
 
 def true_posterior(model, x, points, area):
@@ -111,7 +139,8 @@ def q_iw_histogram(model, x, k, extent, size, num_draws=20000, seed=0, batch_siz
     n = min(batch_size, num_draws - start)
     s = tf.random.experimental.stateless_fold_in(tf.constant([seed, k], tf.int32), b)
     z = importance_resample(model, xb[:n], k, s)[0].numpy()
-    hist += np.histogram2d(z[:, 1], z[:, 0], bins=size, range=[extent, extent])[0]
+    x_lo, x_hi, y_lo, y_hi = tuple(extent) * (2 if len(extent) == 2 else 1)
+    hist += np.histogram2d(z[:, 1], z[:, 0], bins=size, range=[(y_lo, y_hi), (x_lo, x_hi)])[0]
   return hist.ravel() / num_draws
 
 

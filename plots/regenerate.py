@@ -145,9 +145,7 @@ def posterior_shapes(test, measurements):
   rows, labels, extents, tvs, tv_q = [], [], [], {k: [] for k in KS}, []
   for i in range(4):
     x = test['x'][i]
-    mean = model.encoders[0](tf.constant(x[None])).mean().numpy()[0]
-    extent = (float(mean.mean()) - 3.5, float(mean.mean()) + 3.5)
-    extent = (min(extent[0], float(mean.min()) - 2.5), max(extent[1], float(mean.max()) + 2.5))
+    extent = posterior.focus_extent(model, x)
     extents.append(extent)
     points, area = posterior.grid(extent, FLAGS.grid)
     true = posterior.true_posterior(model, x, points, area)

@@ -60,6 +60,23 @@ def test_grid_posteriors_are_normalised_and_tv():
   assert 0.0 < posterior.total_variation(true, q) <= 1.0
   h = posterior.q_iw_histogram(m, x, 5, (-4, 4), 30, num_draws=2000)
   assert h.shape == (900,) and 0.9 < h.sum() <= 1.0 + 1e-9
+  # A focused grid holds both densities and resolves them better.
+  extent = posterior.focus_extent(m, x)
+  assert extent[1] - extent[0] == pytest.approx(extent[3] - extent[2])
+  points, area = posterior.grid(extent, 30)
+  assert posterior.true_posterior(m, x, points, area).max() > true.max()
+  # Histogram and densities share the cell layout (x varies fastest): with
+  # many draws at k = 1 the histogram approximates q's cell probabilities.
+  enc = m.encoders[0]
+  for v in (enc.loc.kernel, enc.log_scale.kernel):
+    v.assign(tf.zeros_like(v))
+  enc.loc.bias.assign([1.0, -0.5])
+  enc.log_scale.bias.assign(np.log([0.3, 0.8]))
+  points, area = posterior.grid((-3, 3), 30)
+  q_f = posterior.q_posterior(m, x, points, area)
+  h_f = posterior.q_iw_histogram(m, x, 1, (-3, 3), 30, num_draws=20000)
+  assert posterior.total_variation(q_f, h_f) < 0.15
+  assert posterior.total_variation(q_f, h_f.reshape(30, 30).T.ravel()) > 0.5
 
 
 def _non_empty(fig):
@@ -77,7 +94,7 @@ def test_plot_functions_draw():
                                      rng.integers(0, 10, 50), [rng.normal(size=(20, 2)), None]))
   _non_empty(plotting.image_rows([rng.random((3, 784)), rng.random((2, 784))], ['x', 'y'], title='t'))
   d = rng.random(100)
-  _non_empty(plotting.posterior_panels([[d, d], [d, d]], ['p', 'q'], [(-1, 1), (0, 2)],
+  _non_empty(plotting.posterior_panels([[d, d], [d, d]], ['p', 'q'], [(-1, 1, -1, 1), (0, 2, 1, 3)],
                                        [['', 'TV 0.1'], ['', 'TV 0.2']]))
   _non_empty(plotting.line_panels([dict(series={'A': ([1, 5, 50], [90, 89, 88])}, xlabel='k',
                                         ylabel='nll', logx=True, xticks=[1, 5, 50])]))
