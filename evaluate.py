@@ -24,7 +24,7 @@ flags.DEFINE_bool('prune', False, 'Also measure the NLL with inactive units prun
 flags.DEFINE_integer('limit_test', None, 'Measure only the first N test images.')
 # --- speed and memory
 flags.DEFINE_integer('batch_size', 100, 'Images per compiled call.')
-flags.DEFINE_integer('chunk', 500, 'Importance samples per chunk (memory ~ chunk x batch).')
+flags.DEFINE_integer('chunk', 100, 'Importance samples per chunk (memory ~ chunk x batch).')
 # --- output
 flags.DEFINE_string('output', None, 'Result file (default: RUN/results/eval-ckpt<E>-K<K>.json).')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing result file.')

@@ -35,7 +35,7 @@ from iwae_tf import training  # noqa: E402
 flags.DEFINE_integer('images', 1000, 'Test images.')
 flags.DEFINE_string('ks', '5000', 'Values of K.')
 flags.DEFINE_integer('batch_size', 100, 'Images per compiled call.')
-flags.DEFINE_integer('chunk', 500, 'Samples per chunk.')
+flags.DEFINE_integer('chunk', 100, 'Samples per chunk.')
 flags.DEFINE_integer('repeats', 2, 'Timed repetitions; the best is kept.')
 FLAGS = flags.FLAGS
 

@@ -136,7 +136,7 @@ def measure(model, x, ks, k_nll, seed, estimator):
 
 
 def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
-                 train_subset=0, prune=False, batch_size=100, chunk=500,
+                 train_subset=0, prune=False, batch_size=100, chunk=100,
                  output=None, overwrite=False, limit_test=None, progress=print):
   """Measures a run; writes and returns the results.
 

@@ -33,7 +33,7 @@ class Estimator:
     jit_compile: compile with XLA.
   """
 
-  def __init__(self, model, batch_size=100, chunk=500, jit_compile=True):
+  def __init__(self, model, batch_size=100, chunk=100, jit_compile=True):
     self.model = model
     self.batch_size = batch_size
     self.chunk = chunk

@@ -248,11 +248,10 @@ def steps_per_execution(steps_per_epoch, requested):
 
 
 def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=()):
-  """Compiles ``model`` (with its optimizer) and trains epochs ``[first, last)``.
+  """Trains a compiled ``model`` for epochs ``[first, last)``.
 
   ``config.steps_per_execution`` optimisation steps run per compiled call.
   """
-  model.compile(optimizer=model.optimizer, jit_compile=config.jit_compile)
   steps = len(x_train) // config.optim.batch_size
   per_call = steps_per_execution(steps, config.steps_per_execution)
   dataset = epoch_batches(x_train, config.optim.batch_size, config.seed, first_epoch,
@@ -299,5 +298,6 @@ def train(config):
                            config.objective.k, subset, valid, config.data.eval_seed),
       SaveCheckpoint(manager, epoch_var),
   ]
+  model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
   fit_epochs(model, splits.x_train, config, start, total, callbacks)
   return model
