@@ -185,7 +185,7 @@ def nll_vs_k(measurements):
     ks = [k for k in KS if (obj, k) in results]
     series_nll[obj.upper()] = (ks, [results[(obj, k)]['test']['nll']['mean'] for k in ks])
     series_au[obj.upper()] = (ks, [sum(results[(obj, k)]['active_units']) for k in ks])
-  epochs = sorted({r['epoch'] for r in results.values()})
+  epochs = '/'.join(str(e) for e in sorted({r['epoch'] for r in results.values()}))
   fig = plotting.line_panels([
       dict(series=series_nll, xlabel='k (training)', ylabel='test NLL (K = 5000)',
            logx=True, xticks=list(KS), title=f'1 layer, 50 latents, {epochs} epochs'),
