@@ -80,26 +80,6 @@ def normalized_weights(log_w):
   return tf.nn.softmax(log_w, axis=0)
 
 
-def combine_log_mean_exp(chunk_lse, chunk_sizes):
-  """Combines per-chunk log-sum-exps into one log-mean-exp, stably.
-
-  Used to estimate ``log (1/K) sum_i w_i`` with K split into chunks that are
-  processed one at a time, so memory does not grow with K.
-
-  Args:
-    chunk_lse: ``[num_chunks, batch]`` values ``logsumexp`` of each chunk's
-      log-weights.
-    chunk_sizes: total number of samples ``K`` over all chunks (python int or
-      scalar tensor).
-
-  Returns:
-    ``[batch]`` the log-mean-exp over all ``K`` samples.
-  """
-  chunk_lse = tf.convert_to_tensor(chunk_lse)
-  total = tf.cast(chunk_sizes, chunk_lse.dtype)
-  return tf.reduce_logsumexp(chunk_lse, axis=0) - tf.math.log(total)
-
-
 def split_groups(log_w, num_groups):
   """Reshapes ``[m*k, batch]`` log-weights to ``[m, k, batch]`` groups.
 

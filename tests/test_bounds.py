@@ -65,13 +65,6 @@ def test_gradients_finite_at_extremes():
   np.testing.assert_allclose(g, [[1.0, 0.0], [0.0, 1.0]], atol=1e-7)
 
 
-def test_chunked_combination_equals_unchunked():
-  log_w = tf.random.stateless_normal([60, 5], seed=[5, 6], stddev=20.0, dtype=tf.float64)
-  chunks = tf.stack([tf.reduce_logsumexp(c, axis=0) for c in tf.split(log_w, [25, 25, 10])])
-  np.testing.assert_allclose(bounds.combine_log_mean_exp(chunks, 60).numpy(),
-                             bounds.iwae_bound(log_w).numpy(), rtol=1e-12)
-
-
 def test_split_groups_layout():
   log_w = tf.reshape(tf.range(12.0), [6, 2])
   g = bounds.split_groups(log_w, 3).numpy()
