@@ -57,6 +57,16 @@ def _has_checkpoint(run_dir):
   return os.path.exists(os.path.join(run_dir, 'checkpoints', 'checkpoint'))
 
 
+def _restore(run_dir, figure, hint=''):
+  """``(model, epoch)`` of a run's latest checkpoint, or None (and a note) if missing."""
+  from iwae_tf import evaluation
+  if not _has_checkpoint(run_dir):
+    print(f'{figure}: {run_dir} missing{hint}')
+    return None
+  _, model, _, epoch = evaluation.restore(run_dir)
+  return model, epoch
+
+
 def train_latent2(objective, k):
   from iwae_tf import config as c
   from iwae_tf import training
@@ -111,12 +121,12 @@ def scatter(test, measurements):
 
 def reweighting(test, measurements):
   import tensorflow as tf
-  from iwae_tf import evaluation, plotting, posterior
+  from iwae_tf import plotting, posterior
   run = _run('poster', 'iwae', 5)
-  if not _has_checkpoint(run):
-    print(f'reweighting.png: {run} missing')
+  restored = _restore(run, 'reweighting.png')
+  if restored is None:
     return
-  _, model, _, epoch = evaluation.restore(run)
+  model, epoch = restored
   gains = posterior.reweighting_gain(model, test['x'][:1000], KS, seed=0)
   x = tf.constant(test['x'][:12])
   rows, names = [test['x'][:12]], ['data']
@@ -136,12 +146,12 @@ def reweighting(test, measurements):
 def posterior_shapes(test, measurements):
   import numpy as np
   import tensorflow as tf
-  from iwae_tf import evaluation, plotting, posterior
+  from iwae_tf import plotting, posterior
   run = _run('latent2', 'vae', 1)
-  if not _has_checkpoint(run):
-    print(f'posterior_shapes.png: {run} missing (use --train_missing)')
+  restored = _restore(run, 'posterior_shapes.png', ' (use --train_missing)')
+  if restored is None:
     return
-  _, model, _, epoch = evaluation.restore(run)
+  model, epoch = restored
   rows, labels, extents, tvs, tv_q = [], [], [], {k: [] for k in KS}, []
   for i in range(4):
     x = test['x'][i]
@@ -224,12 +234,12 @@ def training_curves(measurements):
 
 def gradient_snr(test, measurements):
   from iwae_tf import config as c
-  from iwae_tf import evaluation, metrics, objectives, plotting
+  from iwae_tf import metrics, objectives, plotting
   run = _run('poster', 'iwae', 5)
-  if not _has_checkpoint(run):
-    print(f'gradient_snr.png: {run} missing')
+  restored = _restore(run, 'gradient_snr.png')
+  if restored is None:
     return
-  _, model, _, epoch = evaluation.restore(run)
+  model, epoch = restored
   ks = (1, 3, 10, 30, 100)
   series = {'encoder': {}, 'decoder': {}}
   for estimator in ('iwae', 'dreg'):
