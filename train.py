@@ -3,6 +3,7 @@
 Examples:
   python train.py --latents=50 --objective=iwae --k=5 --schedule=poster
   python train.py --latents=100,50 --objective=vae --k=50 --schedule=paper
+  python train.py --strategy=mirrored --k=50           # every local GPU
   tensorboard --logdir runs/
 
 Rerunning the same command resumes from the latest checkpoint.
@@ -47,6 +48,13 @@ flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture
 flags.DEFINE_integer('seed', 0, 'Random seed.')
 flags.DEFINE_integer('steps_per_execution', 50, 'Optimisation steps per compiled call (rounded down to divide the epoch).')
 flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
+# --- devices
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multiworker'],
+                  'tf.distribute strategy: default (one device), mirrored (all local GPUs, '
+                  'or --devices), multiworker (hosts named by TF_CONFIG). --batch_size is '
+                  'the global batch; results do not depend on the number of replicas.')
+flags.DEFINE_list('devices', [], "mirrored: devices to use, e.g. '/gpu:0,/gpu:1' "
+                  '(default: every local GPU).')
 flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.')
 
 FLAGS = flags.FLAGS
@@ -72,7 +80,7 @@ def make_config():
       seed=FLAGS.seed, epochs=FLAGS.epochs,
       run_dir=FLAGS.run_dir or f'runs/{name}_{FLAGS.schedule}',
       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
-      verbose=FLAGS.verbose)
+      strategy=FLAGS.strategy, devices=tuple(FLAGS.devices), verbose=FLAGS.verbose)
 
 
 def main(argv):
@@ -88,7 +96,7 @@ def main(argv):
 
 if __name__ == '__main__':
   def _main(argv):
-    from iwae_tf import config, data, training
+    from iwae_tf import config, data, distribute, training
     return cli.run_main(main, argv, (ValueError, data.DataError, training.RunDirError,
-                                     config.ConfigError))
+                                     config.ConfigError, distribute.StrategyError))
   app.run(_main)

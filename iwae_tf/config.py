@@ -17,6 +17,7 @@ POSTER_EPOCHS = 70
 SCHEDULES = ('paper', 'poster')
 OBJECTIVES = ('iwae', 'vae')
 ESTIMATORS = ('iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae')
+STRATEGIES = ('default', 'mirrored', 'multiworker')
 
 
 class ConfigError(ValueError):
@@ -134,8 +135,19 @@ class TrainConfig:
   run_dir: str = 'runs/default'
   steps_per_execution: int = 50  # optimisation steps per compiled call
   jit_compile: bool = True
+  strategy: str = 'default'  # default | mirrored | multiworker (distribute.py)
+  devices: Tuple[str, ...] = ()  # mirrored: device names (default: all GPUs)
   summary_subset: int = 1000  # images used for per-epoch train L_k / active units
   verbose: int = 1
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ConfigError(f'--strategy={self.strategy!r}: expected one of {", ".join(STRATEGIES)}')
+    if self.devices and self.strategy != 'mirrored':
+      raise ConfigError(f'--devices is only for --strategy=mirrored (got --strategy={self.strategy})')
+    if self.strategy != 'default' and self.optim.batch_size % max(1, len(self.devices)):
+      raise ConfigError(f'--batch_size={self.optim.batch_size} is not divisible by the '
+                        f'{len(self.devices)} --devices')
 
   @property
   def total_epochs(self):
@@ -159,10 +171,11 @@ class TrainConfig:
     m = dict(d['model'])
     m['latents'] = tuple(m['latents'])
     m['hidden'] = tuple(tuple(h) for h in m['hidden'])
+    rest = {k: v for k, v in d.items() if k not in ('model', 'objective', 'optim', 'data')}
+    if 'devices' in rest:
+      rest['devices'] = tuple(rest['devices'])
     return cls(model=ModelConfig(**m), objective=ObjectiveConfig(**d['objective']),
-               optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']),
-               **{k: v for k, v in d.items()
-                  if k not in ('model', 'objective', 'optim', 'data')})
+               optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']), **rest)
 
 
 def learning_rate(epoch, base=1e-3):

@@ -14,6 +14,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from iwae_tf import distribute
+
 tfd = tfp.distributions
 
 
@@ -78,7 +80,7 @@ def standard_normal(units, dtype=tf.float32):
                          reinterpreted_batch_ndims=1)
 
 
-def sample(dist, seed, sample_shape=()):
+def sample(dist, seed, sample_shape=(), shard=None):
   """Reparameterised sample of a diagonal Gaussian from ``GaussianLayer``.
 
   ``loc + scale * eps`` with ``eps`` from ``tf.random.stateless_normal`` and
@@ -87,9 +89,13 @@ def sample(dist, seed, sample_shape=()):
   here, and at k = 50 it was a third of a training step.
 
   Args:
-    dist: ``tfd.Independent(tfd.Normal)`` with batch shape ``B``.
-    seed: stateless seed ``[2]`` int32.
+    dist: ``tfd.Independent(tfd.Normal)`` with batch shape ``B`` (the last
+      axis of ``B`` is the data batch).
+    seed: stateless seed ``[2]``.
     sample_shape: leading sample shape ``S`` (e.g. ``[k]``).
+    shard: a ``distribute.Shard``: ``eps`` is drawn for the global batch and
+      this shard's rows are used, so the noise of an image does not depend
+      on how the batch is split over replicas.
 
   Returns:
     ``[*S, *B, d]`` samples, differentiable w.r.t. the parameters.
@@ -97,8 +103,9 @@ def sample(dist, seed, sample_shape=()):
   base = dist.distribution
   shape = tf.concat([tf.constant(sample_shape, tf.int32, [len(sample_shape)]),
                      tf.shape(base.loc)], 0)
-  return base.loc + base.scale * tf.random.stateless_normal(
-      shape, seed, dtype=base.loc.dtype, alg='philox')
+  eps = tf.random.stateless_normal(distribute.global_shape(shape, shard, -2), seed,
+                                   dtype=base.loc.dtype, alg='philox')
+  return base.loc + base.scale * distribute.take_rows(eps, shard, -2)
 
 
 def stop_gradient_params(dist):

@@ -15,10 +15,15 @@ training objective (``objectives.py``) turns them into a surrogate whose
 gradient is the estimator of choice; the bounds themselves live in
 ``bounds.py``.
 
-Training data arrives as uint8 grey levels and is binarised dynamically
-inside the compiled step (a fresh Bernoulli draw from the model's
-``tf.random.Generator``, whose state is checkpointed); float inputs are
-taken as already binary (fixed evaluation binarisation).
+Training data arrives as integer grey levels and is binarised dynamically
+inside the compiled step (a fresh Bernoulli draw); float inputs are taken as
+already binary (fixed evaluation binarisation). A training step's randomness
+(binarisation, then sampling) comes from the stateless seed
+``(seed, optimizer.iterations)``: a pure function of the run's seed and the
+step number, identical on every replica, restored with the optimizer on
+resume, and independent of how the batch is split over devices
+(``distribute.py``). Evaluation-time sampling (``call``, ``test_step``) uses
+the model's ``tf.random.Generator``.
 """
 
 import keras
@@ -26,6 +31,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from iwae_tf import bounds
+from iwae_tf import distribute
 from iwae_tf import layers
 
 tfd = tfp.distributions
@@ -38,13 +44,20 @@ class IWAEModel(keras.Model):
     config: a ``ModelConfig``.
     objective: an ``objectives.Objective``, used by ``train_step``/``test_step``.
     output_bias: optional ``[data_dim]`` initial logits of p(x|h_1).
-    seed: seed of the generator that drives binarisation and sampling.
+    seed: seed of the training steps' randomness and of the generator used
+      by ``call`` and ``test_step``.
+    jit_replica_step: under a distribution strategy, compile each replica's
+      gradient computation with XLA (the step as a whole cannot be: it
+      all-reduces across devices).
   """
 
-  def __init__(self, config, objective, output_bias=None, seed=0, **kwargs):
+  def __init__(self, config, objective, output_bias=None, seed=0, jit_replica_step=True,
+               **kwargs):
     super().__init__(**kwargs)
     self.config = config
     self.objective = objective
+    self.train_seed = int(seed)
+    self.jit_replica_step = jit_replica_step
     lat, hid = config.latents, config.hidden
     self.encoders = [layers.GaussianLayer(hid[i], lat[i], name=f'q_h{i + 1}')
                      for i in range(len(lat))]
@@ -74,7 +87,7 @@ class IWAEModel(keras.Model):
     return [v for d in self.decoders for v in d.trainable_variables]
 
   # ---------------------------------------------------------------- inference
-  def encode(self, x, k, seed, stop_q_params=False):
+  def encode(self, x, k, seed, stop_q_params=False, shard=None):
     """Samples ``k`` latent paths from q and scores them under q.
 
     Args:
@@ -83,6 +96,8 @@ class IWAEModel(keras.Model):
       seed: stateless seed, shape ``[2]``.
       stop_q_params: evaluate ``log q`` with the distribution parameters'
         gradients stopped (the path derivative through the samples is kept).
+      shard: ``x`` is this ``distribute.Shard`` of a global batch; the noise
+        is that of its rows in the global batch.
 
     Returns:
       ``(hs, log_q)``: list of ``[k, batch, d_l]`` samples, bottom first, and
@@ -92,7 +107,7 @@ class IWAEModel(keras.Model):
     hs, log_q, h = [], 0.0, x
     for l, encoder in enumerate(self.encoders):
       q = encoder(h)
-      h = layers.sample(q, seeds[l], [k] if l == 0 else [])
+      h = layers.sample(q, seeds[l], [k] if l == 0 else [], shard)
       if stop_q_params:
         q = layers.stop_gradient_params(q)
       log_q += q.log_prob(h)
@@ -110,9 +125,9 @@ class IWAEModel(keras.Model):
       log_p += self.decoders[l](hs[l]).log_prob(hs[l - 1])
     return log_p
 
-  def log_weights(self, x, k, seed, stop_q_params=False):
+  def log_weights(self, x, k, seed, stop_q_params=False, shard=None):
     """``[k, batch]`` log importance weights ``log p(x,h) - log q(h|x)``."""
-    hs, log_q = self.encode(x, k, seed, stop_q_params)
+    hs, log_q = self.encode(x, k, seed, stop_q_params, shard)
     return self.log_joint(x, hs) - log_q
 
   def posterior_means(self, x, seed, num_samples=1):
@@ -142,41 +157,75 @@ class IWAEModel(keras.Model):
     """A fresh stateless seed ``[2]`` int32 from the model's generator."""
     return self.rng.uniform_full_int([2], dtype=tf.int32)
 
-  def binarize(self, x):
-    """uint8 grey levels -> a fresh Bernoulli draw; floats pass through."""
-    if x.dtype == tf.uint8:
-      p = tf.cast(x, tf.float32) / 255.0
-      return tf.cast(self.rng.uniform(tf.shape(p)) < p, tf.float32)
-    return tf.cast(x, tf.float32)
+  def step_seeds(self):
+    """``[2, 2]`` stateless seeds (binarisation, sampling) of this training step.
 
-  def train_step(self, data):
-    """One or several optimisation steps in one compiled call.
+    A function of the run's seed and ``optimizer.iterations`` only.
+    """
+    seed = tf.stack([tf.constant(self.train_seed, tf.int32),
+                     tf.cast(self.optimizer.iterations, tf.int32)])
+    return tf.random.experimental.stateless_split(seed, 2, alg='philox')
+
+  def binarize(self, x, seed=None, shard=None):
+    """Integer (uint8 or int32) grey levels -> a fresh Bernoulli draw;
+    floats pass through.
 
     Args:
-      data: ``[batch, D]`` images, or ``[steps, batch, D]`` for ``steps``
-        consecutive optimisation steps run in a loop inside the compiled
-        function (the maths is that of ``steps`` separate calls; the loop
-        only removes per-step host overhead).
+      x: ``[batch, D]``; with ``shard``, the whole global batch, of which
+        this shard's rows are returned.
+      seed: stateless seed; default: the model's generator.
+      shard: a ``distribute.Shard`` or None.
     """
-    if data.shape.rank == 2:
+    x = distribute.take_rows(x, shard, 0)
+    if not x.dtype.is_integer:
+      return tf.cast(x, tf.float32)
+    p = tf.cast(x, tf.float32) / 255.0
+    if seed is None:
+      return tf.cast(self.rng.uniform(tf.shape(p)) < p, tf.float32)
+    shape = distribute.global_shape(tf.shape(p), shard, 0)
+    u = distribute.take_rows(tf.random.stateless_uniform(shape, seed, alg='philox'), shard, 0)
+    return tf.cast(u < p, tf.float32)
+
+  def train_step(self, data):
+    """One or several optimisation steps.
+
+    Args:
+      data: ``[batch, D]`` images, or on the default strategy
+        ``[steps, batch, D]`` for ``steps`` consecutive optimisation steps
+        run in a loop inside the compiled function (the maths is that of
+        ``steps`` separate calls; the loop only removes per-step host
+        overhead). Under a distribution strategy every replica receives the
+        global batch and trains on its shard of it.
+    """
+    if tf.distribute.has_strategy():
+      self._train_replica(data)
+    elif data.shape.rank == 2:
       self._train_one(data)
     else:
       tf.while_loop(lambda i: i < tf.shape(data)[0],
                     lambda i: (self._train_one(data[i]) or i + 1,), (tf.constant(0),))
     return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
 
-  def gradients(self, x, seed):
+  def gradients(self, x, seed, shard=None):
     """The objective's estimator on binary ``x``.
+
+    Args:
+      x: ``[batch, D]`` binary images (this shard's rows).
+      seed: stateless sampling seed.
+      shard: a ``distribute.Shard``: the loss is divided by the number of
+        shards, so that the sum of the shards' gradients is the gradient of
+        the global batch mean.
 
     Returns:
       ``(output, grads, variables)``: the ``ObjectiveOutput`` and the
       gradients of the loss (``-surrogate``) w.r.t. ``variables``.
     """
     split = self.objective.split_gradients
+    scale = 1.0 if shard is None else 1.0 / shard.count
     with tf.GradientTape(persistent=split) as tape:
-      out = self.objective(self, x, seed)
-      loss = -out.surrogate
-      encoder_loss = -out.encoder_surrogate if split else None
+      out = self.objective(self, x, seed, shard)
+      loss = -scale * out.surrogate
+      encoder_loss = -scale * out.encoder_surrogate if split else None
     if split:
       enc, dec = self.encoder_variables, self.decoder_variables
       grads = tape.gradient(encoder_loss, enc) + tape.gradient(loss, dec)
@@ -187,12 +236,61 @@ class IWAEModel(keras.Model):
       grads = tape.gradient(loss, variables)
     return out, grads, variables
 
+  def _step(self, data, seeds, shard=None):
+    """Binarises, then the estimator: ``(value, mean bound, grads, variables)``."""
+    x = self.binarize(data, seeds[0], shard)
+    out, grads, variables = self.gradients(x, seeds[1], shard)
+    return out.value, tf.reduce_mean(out.bound), grads, variables
+
   def _train_one(self, data):
-    x = self.binarize(data)
-    out, grads, variables = self.gradients(x, self.next_seed())
+    value, bound, grads, variables = self._step(data, self.step_seeds())
     self.optimizer.apply(grads, variables)
-    self.loss_tracker.update_state(-out.value)
-    self.bound_tracker.update_state(tf.reduce_mean(out.bound))
+    self.loss_tracker.update_state(-value)
+    self.bound_tracker.update_state(bound)
+
+  def make_train_function(self, force=False):
+    """Keras' training function, except under a distribution strategy.
+
+    There, ``steps_per_execution`` steps run per call in a ``tf.range`` loop
+    around ``strategy.run``, in cross-replica context (the pattern of
+    TensorFlow's distributed custom training loops): Keras 3's own loop
+    fails when the step all-reduces (keras-team/keras#19246). Epochs are
+    whole numbers of calls (``training.steps_per_execution``), so the loop
+    never meets the end of the data.
+    """
+    if self._distribute_strategy is None:
+      return super().make_train_function(force)
+    if self.train_function is not None and not force:
+      return self.train_function
+    strategy, steps = self.distribute_strategy, self.steps_per_execution
+
+    @tf.function
+    def run_steps(iterator):
+      for _ in tf.range(steps):
+        strategy.run(self.train_step, args=(next(iterator),))
+      return {m.name: m.result() for m in self.metrics}
+
+    self.train_function = run_steps
+    return run_steps
+
+  def _train_replica(self, data):
+    """One step on this replica's shard of the global batch ``data``."""
+    shard = distribute.replica_shard()
+    variables = []
+
+    def replica_step(data, seeds, index):
+      value, bound, grads, variables[:] = self._step(data, seeds,
+                                                     distribute.Shard(index, shard.count))
+      return value, bound, grads
+
+    if self.jit_replica_step:
+      replica_step = tf.function(replica_step, jit_compile=True, autograph=False)
+    value, bound, grads = replica_step(data, self.step_seeds(),
+                                       tf.convert_to_tensor(shard.index, tf.int32))
+    # The optimizer all-reduces (sums) the replicas' gradients.
+    self.optimizer.apply(grads, variables)
+    self.loss_tracker.update_state(-value)
+    self.bound_tracker.update_state(bound)
 
   def test_step(self, data):
     x = self.binarize(data)

@@ -67,13 +67,14 @@ class Objective:
   def __init__(self, k, groups=1, beta=0.5):
     self.k, self.groups, self.beta = int(k), int(groups), float(beta)
 
-  def log_weights(self, model, x, seed):
-    """``[M, k, batch]`` log-weights."""
-    log_w = model.log_weights(x, self.groups * self.k, seed, stop_q_params=self.stop_q_params)
+  def log_weights(self, model, x, seed, shard=None):
+    """``[M, k, batch]`` log-weights (``shard``: see ``model.encode``)."""
+    log_w = model.log_weights(x, self.groups * self.k, seed, stop_q_params=self.stop_q_params,
+                              shard=shard)
     return bounds.split_groups(log_w, self.groups)
 
-  def __call__(self, model, x, seed):
-    log_w = self.log_weights(model, x, seed)
+  def __call__(self, model, x, seed, shard=None):
+    log_w = self.log_weights(model, x, seed, shard)
     bound = tf.reduce_mean(bounds.log_mean_exp(log_w, axis=1), axis=0)  # [batch]
     return self.output(log_w, bound)
 

@@ -11,8 +11,10 @@ Layout of a run directory::
 Resuming: rerunning the same command restores the latest checkpoint and
 continues at the next epoch, at that epoch's learning rate, with the same
 data order (each epoch's order is a stateless function of seed and epoch) and
-the generator state saved with the checkpoint, so an interrupted and resumed
-run follows the uninterrupted one. TensorFlow writes checkpoints to temporary
+the same per-step noise (a stateless function of seed and step), so an
+interrupted and resumed run follows the uninterrupted one, under any
+``--strategy`` (``distribute.py``): checkpoints hold one copy of each
+variable whatever the number of replicas. TensorFlow writes checkpoints to temporary
 names and updates the index file atomically, so a kill during a save leaves
 the previous checkpoint loadable.
 """
@@ -20,6 +22,7 @@ the previous checkpoint loadable.
 import json
 import os
 import platform
+import shutil
 import sys
 
 import keras
@@ -28,6 +31,7 @@ import tensorflow as tf
 
 from iwae_tf import config as config_lib
 from iwae_tf import data as data_lib
+from iwae_tf import distribute
 from iwae_tf import metrics
 from iwae_tf import model as model_lib
 from iwae_tf import objectives
@@ -96,7 +100,8 @@ def build_model(config, x_train=None):
   """Model and objective from a ``TrainConfig``; output bias from ``x_train``."""
   bias = None if x_train is None else data_lib.mean_pixel_logit(x_train)
   return model_lib.IWAEModel(config.model, objectives.make(config.objective),
-                             output_bias=bias, seed=config.seed)
+                             output_bias=bias, seed=config.seed,
+                             jit_replica_step=config.jit_compile)
 
 
 def build_optimizer(config, model):
@@ -136,8 +141,12 @@ def make_checkpoint(model, optimizer=None):
 
 
 def checkpoint_manager(checkpoint, run_dir, max_to_keep=3):
-  return tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, 'checkpoints'),
+  return tf.train.CheckpointManager(checkpoint, checkpoint_dir(run_dir),
                                     max_to_keep=max_to_keep)
+
+
+def checkpoint_dir(run_dir):
+  return os.path.join(run_dir, 'checkpoints')
 
 
 def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
@@ -147,10 +156,11 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_
   epoch)``, so a resumed run sees the same order. The last partial batch of
   an epoch is dropped. ``steps_per_call`` consecutive batches are stacked so
   that the model's compiled ``train_step`` runs them in one call; it must
-  divide the number of steps in an epoch.
+  divide the number of steps in an epoch. ``None``: batches are not stacked.
 
   Returns:
-    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size, D]`` uint8.
+    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size, D]`` (or
+    ``[batch_size, D]``) uint8.
   """
   n = len(x_train)
   steps = n // batch_size
@@ -159,9 +169,9 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_
   def one_epoch(epoch):
     perm = tf.random.experimental.stateless_shuffle(
         tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    return tf.data.Dataset.from_tensor_slices(
-        tf.reshape(perm[:steps * batch_size],
-                   [steps // steps_per_call, steps_per_call, batch_size]))
+    shape = ([steps, batch_size] if steps_per_call is None else
+             [steps // steps_per_call, steps_per_call, batch_size])
+    return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:steps * batch_size], shape))
 
   return (tf.data.Dataset.range(first_epoch, last_epoch)
           .flat_map(one_epoch)
@@ -247,38 +257,79 @@ def steps_per_execution(steps_per_epoch, requested):
              if steps_per_epoch % d == 0)
 
 
-def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=()):
+def compile_model(model, optimizer, config, num_train):
+  """Compiles ``model`` for ``fit_epochs`` on ``num_train`` training images.
+
+  One device: the whole step, ``steps_per_execution`` steps at a time, is
+  one XLA program (``model.train_step`` loops over stacked batches). Under a
+  distribution strategy Keras loops over the steps (its
+  ``steps_per_execution``) and each replica's gradient computation is
+  XLA-compiled on its own (``jit_replica_step``): an all-reduce can sit
+  neither inside an XLA program nor inside a loop of the step.
+  """
+  if config.strategy == 'default':
+    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+  else:
+    per_call = steps_per_execution(num_train // config.optim.batch_size,
+                                   config.steps_per_execution)
+    model.compile(optimizer=optimizer, jit_compile=False, steps_per_execution=per_call)
+
+
+def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), strategy=None):
   """Trains a compiled ``model`` for epochs ``[first, last)``.
 
-  ``config.steps_per_execution`` optimisation steps run per compiled call.
+  ``config.steps_per_execution`` optimisation steps run per call.
   """
   steps = len(x_train) // config.optim.batch_size
   per_call = steps_per_execution(steps, config.steps_per_execution)
-  dataset = epoch_batches(x_train, config.optim.batch_size, config.seed, first_epoch,
-                          last_epoch, per_call)
+  batch, seed = config.optim.batch_size, config.seed
+  if config.strategy == 'default':
+    dataset = epoch_batches(x_train, batch, seed, first_epoch, last_epoch, per_call)
+    steps_per_epoch = steps // per_call
+  else:
+    # int32, not uint8: Keras all-reduces a first batch to build the model
+    # symbolically, and collective ops have no uint8 kernel.
+    dataset = distribute.replicated_batches(
+        strategy, lambda: epoch_batches(x_train, batch, seed, first_epoch, last_epoch,
+                                        None).map(lambda x: tf.cast(x, tf.int32)))
+    steps_per_epoch = steps
   model.fit(dataset, initial_epoch=first_epoch, epochs=last_epoch,
-            steps_per_epoch=steps // per_call, callbacks=list(callbacks),
+            steps_per_epoch=steps_per_epoch, callbacks=list(callbacks),
             verbose=config.verbose, shuffle=False)
 
 
 def train(config):
   """Runs (or resumes) the training run described by ``config``.
 
+  Under ``multiworker`` every worker runs this with the same ``config``; the
+  chief writes the run directory, the others save their (discarded)
+  checkpoint copies to a temporary directory, and all restore from the
+  run directory, which must therefore be on a shared filesystem.
+
   Returns:
     The trained ``IWAEModel``.
   """
+  # MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
+  strategy = distribute.make_strategy(config.strategy, config.devices)
+  distribute.check_batch(config.optim.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
   splits = data_lib.make_splits(config.data)
   if len(splits.x_train) < config.optim.batch_size:
     raise data_lib.DataError(f'{splits.source}: {len(splits.x_train)} training images '
                              f'is fewer than one batch of {config.optim.batch_size}')
-  prepare_run_dir(config, splits)
+  if chief:
+    prepare_run_dir(config, splits)
   keras.utils.set_random_seed(config.seed)
-  model = build_model(config, splits.x_train)
-  optimizer = build_optimizer(config, model)
-  checkpoint, epoch_var = make_checkpoint(model, optimizer)
-  manager = checkpoint_manager(checkpoint, config.run_dir)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  with strategy.scope():
+    model = build_model(config, splits.x_train)
+    optimizer = build_optimizer(config, model)
+    checkpoint, epoch_var = make_checkpoint(model, optimizer)
+    latest = tf.train.latest_checkpoint(checkpoint_dir(config.run_dir))
+    if latest:
+      checkpoint.restore(latest).assert_existing_objects_matched()
+    compile_model(model, optimizer, config, len(splits.x_train))
+  save_dir = distribute.scratch_dir(strategy, config.run_dir)
+  manager = checkpoint_manager(checkpoint, save_dir)
   start, total = int(epoch_var.numpy()), config.total_epochs
   if start >= total:
     print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
@@ -286,18 +337,21 @@ def train(config):
   if start:
     print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
 
-  subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
-                                   config.data.eval_seed)
-  valid = (data_lib.binarize_fixed(splits.x_valid, config.data.eval_seed)
-           if len(splits.x_valid) else None)
   base_lr = config.optim.learning_rate
-  callbacks = [
-      keras.callbacks.LearningRateScheduler(
-          lambda epoch: config_lib.learning_rate(epoch, base_lr)),
-      TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
-                           config.objective.k, subset, valid, config.data.eval_seed),
-      SaveCheckpoint(manager, epoch_var),
-  ]
-  model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
-  fit_epochs(model, splits.x_train, config, start, total, callbacks)
+  callbacks = [keras.callbacks.LearningRateScheduler(
+      lambda epoch: config_lib.learning_rate(epoch, base_lr))]
+  if chief:
+    subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
+                                     config.data.eval_seed)
+    valid = (data_lib.binarize_fixed(splits.x_valid, config.data.eval_seed)
+             if len(splits.x_valid) else None)
+    callbacks.append(TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
+                                          config.objective.k, subset, valid,
+                                          config.data.eval_seed))
+  callbacks.append(SaveCheckpoint(manager, epoch_var))
+  try:
+    fit_epochs(model, splits.x_train, config, start, total, callbacks, strategy)
+  finally:
+    if save_dir != config.run_dir:
+      shutil.rmtree(save_dir, ignore_errors=True)
   return model

@@ -5,3 +5,12 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so that tf.distribute can be tested with two
+# replicas on one CPU (test_distribute.py). This must happen before
+# TensorFlow initialises its devices; the default strategy still uses one.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices('CPU')[0],
+    [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])

@@ -1,0 +1,184 @@
+"""tf.distribute: two replicas on two logical CPU devices (conftest.py) train
+exactly as one device does, and checkpoints move between strategies."""
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from iwae_tf import config
+from iwae_tf import distribute
+from iwae_tf import evaluation
+from iwae_tf import layers
+from iwae_tf import logs
+from iwae_tf import training
+from test_training import ROOT
+from test_training import tiny_config
+from test_training import weights
+
+tfd = tfp.distributions
+TWO_CPUS = ('/cpu:0', '/cpu:1')
+
+
+def mirrored(cfg, run_dir, **kw):
+  return dataclasses.replace(cfg, run_dir=str(run_dir), strategy='mirrored', devices=TWO_CPUS,
+                             **kw)
+
+
+def base_config(run_dir, epochs=2, **kw):
+  # 80 images, batch 20: 4 steps an epoch, 2 steps per call.
+  return tiny_config(run_dir, k=3, epochs=epochs, **kw)
+
+
+def assert_same_training(run_a, model_a, run_b, model_b):
+  for a, b in zip(weights(model_a), weights(model_b)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  sa, sb = (logs.read_scalars(str(r / 'tensorboard')) for r in (run_a, run_b))
+  for key in ('train/epoch_loss', 'train/loss_per_step', 'train/L_3', 'validation/L_3'):
+    assert [s for s, _ in sa[key]] == [s for s, _ in sb[key]], key
+    np.testing.assert_allclose([v for _, v in sa[key]], [v for _, v in sb[key]], rtol=1e-5,
+                               err_msg=key)
+
+
+@pytest.fixture(scope='module')
+def one_device(tmp_path_factory):
+  run = tmp_path_factory.mktemp('one_device') / 'run'
+  return run, training.train(base_config(run))
+
+
+def test_two_replicas_match_one_device(tmp_path, one_device):
+  run_a, model_a = one_device
+  run_b = tmp_path / 'mirrored'
+  model_b = training.train(mirrored(base_config(run_b), run_b))
+  assert model_b.distribute_strategy.num_replicas_in_sync == 2
+  assert_same_training(run_a, model_a, run_b, model_b)
+
+
+def test_split_gradient_estimator_matches_one_device(tmp_path):
+  """DReG: encoder and decoder gradients from different surrogates, 2 layers."""
+  def cfg(run):
+    c = base_config(run, latents=(4, 2))
+    return dataclasses.replace(c, objective=config.ObjectiveConfig('iwae', 3, 'dreg'))
+  a = training.train(cfg(tmp_path / 'a'))
+  b = training.train(mirrored(cfg(tmp_path / 'b'), tmp_path / 'b'))
+  for x, y in zip(weights(a), weights(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('first', ['mirrored', 'default'])
+def test_checkpoint_resumes_under_the_other_strategy(tmp_path, one_device, first):
+  run_a, model_a = one_device
+  run = tmp_path / 'run'
+  one, two = base_config(run, epochs=1), base_config(run, epochs=2)
+  if first == 'mirrored':
+    one = mirrored(one, run)
+  else:
+    two = mirrored(two, run)
+  training.train(one)
+  model = training.train(two)
+  for a, b in zip(weights(model_a), weights(model)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_shards_of_the_noise_tile_the_global_noise():
+  """Each shard's sample is the global sample's rows, at both latent layers'
+  shapes (``[k, batch, d]`` from ``[batch, d]`` and from ``[k, batch, d]``)."""
+  seed = tf.constant([3, 4])
+
+  @tf.function(jit_compile=True)
+  def draw(loc, index, count, sample_shape):
+    dist = tfd.Independent(tfd.Normal(loc, tf.exp(0.1 * loc)), reinterpreted_batch_ndims=1)
+    shard = None if count == 1 else distribute.Shard(index, count)
+    return layers.sample(dist, seed, sample_shape, shard)
+
+  for loc, sample_shape in [(tf.reshape(tf.range(12.0), [6, 2]), [5]),
+                            (tf.reshape(tf.range(60.0), [5, 6, 2]), [])]:
+    whole = draw(loc, 0, 1, sample_shape)
+    assert whole.shape == (5, 6, 2)
+    parts = [draw(loc[..., 2 * i:2 * i + 2, :], i, 3, sample_shape) for i in range(3)]
+    np.testing.assert_array_equal(tf.concat(parts, axis=1), whole)
+
+
+def test_take_rows_and_global_shape():
+  x = tf.reshape(tf.range(24), [2, 6, 2])
+  shard = distribute.Shard(tf.constant(1), 3)
+  np.testing.assert_array_equal(distribute.take_rows(x, shard, -2), x[:, 2:4])
+  np.testing.assert_array_equal(distribute.take_rows(x, None, 1), x)
+  np.testing.assert_array_equal(distribute.global_shape(tf.constant([5, 2, 7]), shard, -2),
+                                [5, 6, 7])
+  np.testing.assert_array_equal(distribute.global_shape(tf.constant([2, 7]), shard, 0), [6, 7])
+
+
+def test_binarisation_shards_tile_the_global_draw():
+  from iwae_tf import model as model_lib, objectives
+  m = model_lib.IWAEModel(config.ModelConfig(latents=(2,), hidden=((4,),)),
+                          objectives.make(config.ObjectiveConfig('iwae', 1)))
+  x = tf.constant(np.random.default_rng(0).integers(0, 256, (6, 784)), tf.uint8)
+  seed = tf.constant([1, 2])
+  whole = m.binarize(x, seed)
+  parts = [m.binarize(x, seed, distribute.Shard(tf.constant(i), 2)) for i in range(2)]
+  np.testing.assert_array_equal(tf.concat(parts, 0), whole)
+
+
+def test_bad_strategy_settings_are_one_line_errors():
+  with pytest.raises(config.ConfigError, match='--strategy'):
+    config.TrainConfig(strategy='tpu')
+  with pytest.raises(config.ConfigError, match='--devices is only for'):
+    config.TrainConfig(devices=TWO_CPUS)
+  with pytest.raises(config.ConfigError, match='not divisible'):
+    config.TrainConfig(strategy='mirrored', devices=('/cpu:0', '/cpu:1', '/cpu:0'))
+  with pytest.raises(distribute.StrategyError, match='expected one of'):
+    distribute.make_strategy('tpu')
+  strategy = distribute.make_strategy('mirrored', TWO_CPUS)
+  with pytest.raises(distribute.StrategyError, match='not divisible'):
+    distribute.check_batch(21, strategy)
+
+
+def _free_ports(n):
+  socks = [socket.socket() for _ in range(n)]
+  for s in socks:
+    s.bind(('localhost', 0))
+  ports = [s.getsockname()[1] for s in socks]
+  for s in socks:
+    s.close()
+  return ports
+
+
+def test_two_workers_match_one_device(tmp_path, one_device):
+  """MultiWorkerMirroredStrategy: two train.py processes on this host, one CPU
+  replica each, configured by TF_CONFIG, train as one device does."""
+  run_a, model_a = one_device
+  run = tmp_path / 'run'
+  workers = [f'localhost:{p}' for p in _free_ports(2)]
+  flags = ['--strategy=multiworker', f'--run_dir={run}', '--epochs=2', '--limit_train=80',
+           '--validation_size=100', '--latents=3', '--hidden=16', '--k=3', '--schedule=poster',
+           '--steps_per_execution=2', '--verbose=0']
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {'cluster': {'worker': workers}, 'task': {'type': 'worker', 'index': index}}))
+    procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *flags],
+                                  env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  _, model, _, epoch = evaluation.restore(str(run))
+  assert epoch == 2
+  for a, b in zip(weights(model_a), weights(model)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  scalars = logs.read_scalars(str(run / 'tensorboard'))
+  np.testing.assert_allclose([v for _, v in scalars['train/epoch_loss']],
+                             [v for _, v in logs.read_scalars(
+                                 str(run_a / 'tensorboard'))['train/epoch_loss']], rtol=1e-5)
