@@ -11,7 +11,8 @@ epoch as on MNIST) this prints, measured side by side in one run:
 * their ratio. Targets: <= 2x (core issue), <= 1.5x (speed issue).
 
 Usage: python bench/bench_train.py [--steps=3000] [--ks=1,5,50] [--repeats=3]
-The best of ``repeats`` runs is kept for each, since the machine is shared.
+Epochs and matmul loops alternate, and the best of ``repeats`` of each is
+kept, since the machine is shared.
 """
 
 import os
@@ -60,15 +61,17 @@ def main(argv):
                                  steps_per_execution=FLAGS.steps_per_execution, verbose=0)
     model = training.build_model(cfg, x_train)
     model.compile(optimizer=training.build_optimizer(cfg, model), jit_compile=True)
-    times = []
-    for epoch in range(FLAGS.repeats + 1):  # the first epoch also compiles
-      start = time.perf_counter()
-      training.fit_epochs(model, x_train, cfg, epoch, epoch + 1)
-      times.append(time.perf_counter() - start)
-    epoch_s = min(times[1:])
     run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)
     run()  # compile
-    matmul_s = matmuls.best_time(lambda: run().numpy(), FLAGS.repeats)
+    training.fit_epochs(model, x_train, cfg, 0, 1)  # compile
+    # Interleaved, so that both see the same spells of load on the shared
+    # machine; the best of each is kept.
+    epoch_times, matmul_times = [], []
+    for epoch in range(1, FLAGS.repeats + 1):
+      epoch_times.append(matmuls.best_time(
+          lambda: training.fit_epochs(model, x_train, cfg, epoch, epoch + 1), 1))
+      matmul_times.append(matmuls.best_time(lambda: run().numpy(), 1))
+    epoch_s, matmul_s = min(epoch_times), min(matmul_times)
     print(f'{k:>4} {epoch_s:>9.2f} {matmul_s:>9.2f} {epoch_s / matmul_s:>6.2f}', flush=True)
 
 

@@ -58,6 +58,7 @@ class IWAEModel(keras.Model):
     self.objective = objective
     self.train_seed = int(seed)
     self.jit_replica_step = jit_replica_step
+    self._train_images = None  # a tf.Variable, not a weight: never checkpointed
     lat, hid = config.latents, config.hidden
     self.encoders = [layers.GaussianLayer(hid[i], lat[i], name=f'q_h{i + 1}')
                      for i in range(len(lat))]
@@ -186,24 +187,47 @@ class IWAEModel(keras.Model):
     u = distribute.take_rows(tf.random.stateless_uniform(shape, seed, alg='philox'), shard, 0)
     return tf.cast(u < p, tf.float32)
 
+  def set_train_images(self, images):
+    """Keeps the uint8 training images ``[n, D]`` on the device, once.
+
+    ``train_step`` then takes batches of indices into them, so the input
+    pipeline carries a few bytes per step instead of the images.
+    """
+    images = tf.convert_to_tensor(images, tf.uint8)
+    if self._train_images is not None and self._train_images.shape == images.shape:
+      self._train_images.assign(images)
+      return
+    with tf.init_scope():
+      self._train_images = tf.Variable(images, trainable=False, name='train_images')
+    self.train_function = None  # a compiled step holds the previous variable
+
   def train_step(self, data):
     """One or several optimisation steps.
 
     Args:
-      data: ``[batch, D]`` images, or on the default strategy
-        ``[steps, batch, D]`` for ``steps`` consecutive optimisation steps
-        run in a loop inside the compiled function (the maths is that of
-        ``steps`` separate calls; the loop only removes per-step host
-        overhead). Under a distribution strategy every replica receives the
+      data: on the default strategy, ``[batch]`` int32 indices into the
+        images given to ``set_train_images`` (or ``[batch, D]`` images), or
+        ``[steps, batch]`` indices (``[steps, batch, D]`` images) for
+        ``steps`` consecutive optimisation steps run in a loop inside the
+        compiled function (the maths is that of ``steps`` separate calls;
+        the loop only removes per-step host overhead). Under a distribution
+        strategy, ``[batch, D]`` integer images: every replica receives the
         global batch and trains on its shard of it.
     """
     if tf.distribute.has_strategy():
       self._train_replica(data)
-    elif data.shape.rank == 2:
-      self._train_one(data)
-    else:
-      tf.while_loop(lambda i: i < tf.shape(data)[0],
-                    lambda i: (self._train_one(data[i]) or i + 1,), (tf.constant(0),))
+      return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
+    indices = data.dtype in (tf.int32, tf.int64)
+    if indices and self._train_images is None:
+      raise ValueError('train_step got indices, but set_train_images was not called')
+    if data.shape.rank == (1 if indices else 2):
+      data = data[tf.newaxis]
+
+    def one_step(i):
+      self._train_one(tf.gather(self._train_images, data[i]) if indices else data[i])
+      return (i + 1,)
+
+    tf.while_loop(lambda i: i < tf.shape(data)[0], one_step, (tf.constant(0),))
     return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
 
   def gradients(self, x, seed, shard=None):

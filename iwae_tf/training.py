@@ -149,8 +149,8 @@ def checkpoint_dir(run_dir):
   return os.path.join(run_dir, 'checkpoints')
 
 
-def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
-  """Batches of uint8 images for epochs ``[first_epoch, last_epoch)``.
+def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
+  """Batches of indices into ``n`` training images, epochs ``[first, last)``.
 
   Each epoch is a permutation that is a stateless function of ``(seed,
   epoch)``, so a resumed run sees the same order. The last partial batch of
@@ -159,12 +159,10 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_
   divide the number of steps in an epoch. ``None``: batches are not stacked.
 
   Returns:
-    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size, D]`` (or
-    ``[batch_size, D]``) uint8.
+    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size]`` (or
+    ``[batch_size]``) int32.
   """
-  n = len(x_train)
   steps = n // batch_size
-  images = tf.constant(x_train)
 
   def one_epoch(epoch):
     perm = tf.random.experimental.stateless_shuffle(
@@ -173,10 +171,22 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_
              [steps // steps_per_call, steps_per_call, batch_size])
     return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:steps * batch_size], shape))
 
-  return (tf.data.Dataset.range(first_epoch, last_epoch)
-          .flat_map(one_epoch)
-          .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+  # The pipeline only slices a permutation: tf.data's autotuning and default
+  # graph optimisations have nothing to gain, and their background work
+  # measurably slowed training on 2 cores (0.74 vs 0.56 ms per k=1 step).
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  options.experimental_optimization.apply_default_optimizations = False
+  return (tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+          .with_options(options))
+
+
+def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
+  """The images of ``epoch_indices``: ``[steps_per_call, batch_size, D]`` (or
+  ``[batch_size, D]``) uint8."""
+  images = tf.constant(x_train)
+  return (epoch_indices(len(x_train), batch_size, seed, first_epoch, last_epoch, steps_per_call)
+          .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE))
 
 
 class TensorBoardSummaries(keras.callbacks.Callback):
@@ -284,7 +294,9 @@ def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), st
   per_call = steps_per_execution(steps, config.steps_per_execution)
   batch, seed = config.optim.batch_size, config.seed
   if config.strategy == 'default':
-    dataset = epoch_batches(x_train, batch, seed, first_epoch, last_epoch, per_call)
+    # The images stay on the device; each call receives its batches' indices.
+    model.set_train_images(x_train)
+    dataset = epoch_indices(len(x_train), batch, seed, first_epoch, last_epoch, per_call)
     steps_per_epoch = steps // per_call
   else:
     # int32, not uint8: Keras all-reduces a first batch to build the model
