@@ -133,7 +133,7 @@ class TrainConfig:
   seed: int = 0
   epochs: Optional[int] = None  # cut the schedule after this many epochs
   run_dir: str = 'runs/default'
-  steps_per_execution: int = 50  # optimisation steps per compiled call
+  steps_per_execution: int = 300  # optimisation steps per compiled call
   jit_compile: bool = True
   strategy: str = 'default'  # default | mirrored | multiworker (distribute.py)
   devices: Tuple[str, ...] = ()  # mirrored: device names (default: all GPUs)

@@ -16,15 +16,18 @@ the optimizer's all-reduce), which is the gradient of the mean over the
 global batch, as on one device.
 
 Randomness does not depend on the number of replicas. Every replica receives
-the step's whole global batch of ``B`` uint8 images (``B * 784`` bytes; the
-order is a stateless function of seed and epoch) and takes rows
-``[r*B/R, (r+1)*B/R)`` of it, where ``r`` is its
+the step's whole global batch of ``B`` grey-level images (int32, since
+Keras all-reduces a first batch and collectives have no uint8 kernel; 63 KB
+a step at ``B = 20``; the order is a stateless function of seed and epoch)
+and takes rows ``[r*B/R, (r+1)*B/R)`` of it, where ``r`` is its
 ``replica_id_in_sync_group``. The binarisation noise ``[B, D]`` and the
 sampling noise ``[k, B, d]`` are drawn for the global batch from the step's
 stateless seed and sliced the same way. Replica ``r`` therefore computes
 exactly what one device computes on those rows, and training on ``R``
 devices follows training on one device up to floating-point summation
-order (tested on two logical CPU devices).
+order (tested on two logical CPU devices, and with two worker processes).
+On one device the images instead stay on the device and only indices are
+fed (``model.set_train_images``).
 
 A ``Shard`` ``(index, count)`` names this replica's slice of the batch axis.
 """

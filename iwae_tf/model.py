@@ -37,6 +37,11 @@ from iwae_tf import layers
 tfd = tfp.distributions
 
 
+def layer_seeds(seed, n):
+  """``n`` stateless seeds, one per stochastic layer (``seed`` itself if one)."""
+  return [seed] if n == 1 else tfp.random.split_seed(seed, n=n)
+
+
 class IWAEModel(keras.Model):
   """VAE/IWAE with any number of stochastic layers.
 
@@ -104,7 +109,7 @@ class IWAEModel(keras.Model):
       ``(hs, log_q)``: list of ``[k, batch, d_l]`` samples, bottom first, and
       ``[k, batch]`` ``log q(h|x)``.
     """
-    seeds = tfp.random.split_seed(seed, n=len(self.encoders))
+    seeds = layer_seeds(seed, len(self.encoders))
     hs, log_q, h = [], 0.0, x
     for l, encoder in enumerate(self.encoders):
       q = encoder(h)
@@ -140,7 +145,7 @@ class IWAEModel(keras.Model):
     Returns:
       list of ``[batch, d_l]``.
     """
-    seeds = tfp.random.split_seed(seed, n=len(self.encoders))
+    seeds = layer_seeds(seed, len(self.encoders))
     means, h = [], x
     for l, encoder in enumerate(self.encoders):
       q = encoder(h)
@@ -163,9 +168,11 @@ class IWAEModel(keras.Model):
 
     A function of the run's seed and ``optimizer.iterations`` only.
     """
-    seed = tf.stack([tf.constant(self.train_seed, tf.int32),
-                     tf.cast(self.optimizer.iterations, tf.int32)])
-    return tf.random.experimental.stateless_split(seed, 2, alg='philox')
+    # Distinct stateless seeds key independent Philox streams, so no hashing
+    # is needed: (seed, 2t) binarises and (seed, 2t + 1) samples at step t.
+    step = 2 * tf.cast(self.optimizer.iterations, tf.int32)
+    seed = tf.constant(self.train_seed, tf.int32)
+    return tf.stack([tf.stack([seed, step]), tf.stack([seed, step + 1])])
 
   def binarize(self, x, seed=None, shard=None):
     """Integer (uint8 or int32) grey levels -> a fresh Bernoulli draw;
