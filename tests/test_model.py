@@ -1,5 +1,6 @@
 """Tests of the stochastic layers, the model and its measurements."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -187,3 +188,28 @@ def test_gaussian_sample_moments_and_reparameterisation():
   np.testing.assert_allclose(g_loc.numpy(), [[0.5, 0.5]], rtol=2e-3)  # d mean(z) / d loc
   eps = (z.numpy() - [1.0, -2.0]) / [0.5, 3.0]
   np.testing.assert_allclose(g_scale.numpy(), eps.mean((0, 1))[None] / 2, rtol=1e-4, atol=1e-7)
+
+
+def test_index_batches_train_as_the_images_they_name():
+  """``train_step`` on indices into ``set_train_images`` equals ``train_step``
+  on the gathered uint8 images, for one step and for stacked steps, and the
+  step's randomness depends on the optimizer's step count only."""
+  images = np.random.default_rng(0).integers(0, 256, (12, 784), dtype=np.uint8)
+  idx = np.array([[3, 1, 4, 0], [5, 9, 2, 6]], np.int32)
+  results = []
+  for feed in ('indices', 'images'):
+    keras.utils.set_random_seed(0)
+    m = make_model((3,), hidden=((8,),))
+    m.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    m.optimizer.build(m.trainable_variables)
+    m.set_train_images(images)
+    for batch in (idx[0], idx):  # one step, then two stacked steps
+      data = batch if feed == 'indices' else images[batch]
+      m.train_step(tf.constant(data))
+    results.append([v.numpy() for v in m.trainable_variables])
+    assert int(m.optimizer.iterations.numpy()) == 3
+  for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  keras.utils.set_random_seed(0)
+  initial = [v.numpy() for v in make_model((3,), hidden=((8,),)).trainable_variables]
+  assert all(not np.allclose(a, b) for a, b in zip(results[0], initial))

@@ -73,6 +73,15 @@ def test_interrupted_run_resumes_exactly(tmp_path):
       training.make_checkpoint(resumed)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
 
 
+def test_training_images_stay_out_of_checkpoints(tmp_path):
+  model = training.train(tiny_config(tmp_path / 'run'))
+  assert model._train_images is not None and model._train_images.shape == (80, 784)
+  ckpt = tf.train.latest_checkpoint(str(tmp_path / 'run' / 'checkpoints'))
+  names = [name for name, _ in tf.train.list_variables(ckpt)]
+  assert not any('train_images' in n for n in names)
+  assert all(np.prod(shape) < 80 * 784 for _, shape in tf.train.list_variables(ckpt))
+
+
 def test_different_experiment_is_refused_and_nothing_is_touched(tmp_path):
   training.train(tiny_config(tmp_path / 'run'))
   before = {f: os.path.getmtime(os.path.join(tmp_path / 'run', f)) for f in ('config.json',)}
