@@ -85,8 +85,26 @@ def make_strategy(name, devices=()):
   return _STRATEGIES[key]
 
 
+def _check_devices(devices):
+  """Raises ``StrategyError`` unless every named device exists here (a
+  MirroredStrategy would otherwise place a missing GPU's replica elsewhere)."""
+  present = set()
+  for d in tf.config.list_logical_devices():
+    spec = tf.DeviceSpec.from_string(d.name)
+    present.add((spec.device_type.upper(), spec.device_index))
+  for name in devices:
+    try:
+      spec = tf.DeviceSpec.from_string(name)
+    except ValueError:
+      raise StrategyError(f'--devices: {name!r} is not a device name such as /gpu:0') from None
+    if spec.device_type is None or (spec.device_type.upper(), spec.device_index or 0) not in present:
+      raise StrategyError(f'--devices: no device {name} on this machine (have: '
+                          f'{", ".join(d.name for d in tf.config.list_logical_devices())})')
+
+
 def _build_strategy(name, devices):
   if name == 'mirrored':
+    _check_devices(devices)
     try:
       return tf.distribute.MirroredStrategy(list(devices) or None)
     except (ValueError, RuntimeError) as e:

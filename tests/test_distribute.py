@@ -142,6 +142,10 @@ def test_bad_strategy_settings_are_one_line_errors():
     config.TrainConfig(strategy='mirrored', devices=('/cpu:0', '/cpu:1', '/cpu:0'))
   with pytest.raises(distribute.StrategyError, match='expected one of'):
     distribute.make_strategy('tpu')
+  with pytest.raises(distribute.StrategyError, match='no device /gpu:7'):
+    distribute.make_strategy('mirrored', ('/gpu:7',))
+  with pytest.raises(distribute.StrategyError, match='not a device name'):
+    distribute.make_strategy('mirrored', ('gpu-seven',))
   strategy = distribute.make_strategy('mirrored', TWO_CPUS)
   with pytest.raises(distribute.StrategyError, match='not divisible'):
     distribute.check_batch(21, strategy)
