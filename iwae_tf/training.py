@@ -14,9 +14,9 @@ data order (each epoch's order is a stateless function of seed and epoch) and
 the same per-step noise (a stateless function of seed and step), so an
 interrupted and resumed run follows the uninterrupted one, under any
 ``--strategy`` (``distribute.py``): checkpoints hold one copy of each
-variable whatever the number of replicas. TensorFlow writes checkpoints to temporary
-names and updates the index file atomically, so a kill during a save leaves
-the previous checkpoint loadable.
+variable whatever the number of replicas. TensorFlow writes checkpoints to
+temporary names and updates the index file atomically, so a kill during a
+save leaves the previous checkpoint loadable.
 """
 
 import json
@@ -272,10 +272,11 @@ def compile_model(model, optimizer, config, num_train):
 
   One device: the whole step, ``steps_per_execution`` steps at a time, is
   one XLA program (``model.train_step`` loops over stacked batches). Under a
-  distribution strategy Keras loops over the steps (its
-  ``steps_per_execution``) and each replica's gradient computation is
-  XLA-compiled on its own (``jit_replica_step``): an all-reduce can sit
-  neither inside an XLA program nor inside a loop of the step.
+  distribution strategy the model's training function loops over
+  ``steps_per_execution`` steps around ``strategy.run``, and each replica's
+  gradient computation is XLA-compiled on its own (``jit_replica_step``): an
+  all-reduce can sit neither inside an XLA program nor inside a loop of the
+  step.
   """
   if config.strategy == 'default':
     model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
