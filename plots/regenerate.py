@@ -3,6 +3,8 @@
   python plots/regenerate.py                      # figures from existing runs
   python plots/regenerate.py --train_missing      # first train the 2-D runs it needs
   python plots/regenerate.py --train_missing --train_poster   # and the 50-latent runs (long)
+  python plots/regenerate.py --figures=nll_vs_k,training_curves   # only these (the others'
+                                                  # entries in measurements.json are kept)
 
 Figures (written to --out_dir, with the numbers they show in measurements.json):
   latent_scatter.png   2-D latent posterior means of test digits: VAE/IWAE at k = 1, 5, 50
@@ -36,6 +38,7 @@ flags.DEFINE_bool('train_missing', False, 'Train the missing 2-D latent runs fir
                   '15 minutes on 2 cores at the default 10 epochs).')
 flags.DEFINE_bool('train_poster', False, 'Also train and evaluate the missing 50-latent poster '
                   'runs (70 epochs each; about 1.5 hours on 2 cores, mostly k = 50).')
+flags.DEFINE_list('figures', [], 'Only these figures (names without .png); default: all.')
 flags.DEFINE_integer('latent2_epochs', 10, 'Epochs of the poster schedule for the 2-D runs.')
 flags.DEFINE_integer('test_images', 5000, 'Test images in the scatter plots.')
 flags.DEFINE_integer('draws', 20000, 'q_IW draws per image for the posterior histograms.')
@@ -45,7 +48,7 @@ flags.DEFINE_integer('snr_draws', 100, 'Gradient estimates per point of the SNR 
 FLAGS = flags.FLAGS
 
 LATENT2 = [('vae', 1), ('vae', 5), ('iwae', 5), ('vae', 50), ('iwae', 50)]
-POSTER = [('vae', 1), ('vae', 5), ('iwae', 5), ('iwae', 50)]
+POSTER = [('vae', 1), ('vae', 5), ('vae', 50), ('iwae', 5), ('iwae', 50)]
 KS = (1, 5, 50)
 
 
@@ -274,12 +277,23 @@ def main(argv):
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   mnist = data.load_mnist()
   test = {'x': data.binarize_fixed(mnist.x_test, 0), 'y': mnist.y_test}
-  measurements = {}
-  for make in (lambda m: scatter(test, m), lambda m: reweighting(test, m),
-               lambda m: posterior_shapes(test, m), nll_vs_k, training_curves,
-               lambda m: gradient_snr(test, m)):
-    make(measurements)
+  figures = {'latent_scatter': lambda m: scatter(test, m),
+             'reweighting': lambda m: reweighting(test, m),
+             'posterior_shapes': lambda m: posterior_shapes(test, m),
+             'nll_vs_k': nll_vs_k, 'training_curves': training_curves,
+             'gradient_snr': lambda m: gradient_snr(test, m)}
+  unknown = sorted(set(FLAGS.figures) - set(figures))
+  if unknown:
+    raise app.UsageError(f'--figures: unknown {", ".join(unknown)} '
+                         f'(known: {", ".join(figures)})')
   path = os.path.join(FLAGS.out_dir, 'measurements.json')
+  measurements = {}
+  if FLAGS.figures and os.path.exists(path):
+    with open(path) as f:
+      measurements = json.load(f)  # keep the entries of the figures not redrawn
+  for name, make in figures.items():
+    if not FLAGS.figures or name in FLAGS.figures:
+      make(measurements)
   with open(path, 'w') as f:
     json.dump(measurements, f, indent=2, sort_keys=True, default=str)
   print(f'wrote {path}')
