@@ -223,7 +223,7 @@ class IWAEModel(keras.Model):
     """
     if tf.distribute.has_strategy():
       self._train_replica(data)
-      return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
+      return self._results()
     indices = data.dtype in (tf.int32, tf.int64)
     if indices and self._train_images is None:
       raise ValueError('train_step got indices, but set_train_images was not called')
@@ -235,7 +235,7 @@ class IWAEModel(keras.Model):
       return (i + 1,)
 
     tf.while_loop(lambda i: i < tf.shape(data)[0], one_step, (tf.constant(0),))
-    return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
+    return self._results()
 
   def gradients(self, x, seed, shard=None):
     """The objective's estimator on binary ``x``.
@@ -299,7 +299,7 @@ class IWAEModel(keras.Model):
     def run_steps(iterator):
       for _ in tf.range(steps):
         strategy.run(self.train_step, args=(next(iterator),))
-      return {m.name: m.result() for m in self.metrics}
+      return self._results()
 
     self.train_function = run_steps
     return run_steps
@@ -329,7 +329,11 @@ class IWAEModel(keras.Model):
     out = self.objective(self, x, seed)
     self.loss_tracker.update_state(-out.value)
     self.bound_tracker.update_state(tf.reduce_mean(out.bound))
-    return {'loss': self.loss_tracker.result(), 'bound': self.bound_tracker.result()}
+    return self._results()
+
+  def _results(self):
+    """The logs of a train or test step: running means since the epoch began."""
+    return {m.name: m.result() for m in self.metrics}
 
   @property
   def metrics(self):
