@@ -44,3 +44,36 @@ def test_layers_return_independent_distributions_over_leading_axes():
   assert q.batch_shape == (5, 4) and q.event_shape == (2,)
   assert p.batch_shape == (5, 4) and p.event_shape == (6,)
   assert layers.sample(q, tf.constant([1, 2]), [7]).shape == (7, 5, 4, 2)
+
+
+def test_noise_generator_is_threefry_exactly_under_xla():
+  seen = []
+
+  def trace():
+    seen.append(layers.noise_alg())
+    return tf.while_loop(lambda i: i < 1, lambda i: (seen.append(layers.noise_alg()) or i + 1,),
+                         (tf.constant(0),))
+
+  seen.append(layers.noise_alg())  # eager
+  tf.function(trace)()
+  tf.function(trace, jit_compile=True)()
+  # Philox where TensorFlow's kernels run (they have no ThreeFry), ThreeFry
+  # in XLA programs, including loops inside them.
+  assert seen == ['philox', 'philox', 'philox', 'threefry', 'threefry']
+
+
+def test_gaussian_sample_under_xla_uses_threefry_with_the_right_moments():
+  loc, scale = tf.constant([[1.0, -2.0]]), tf.constant([[0.5, 3.0]])
+  seed = tf.constant([3, 4])
+  d = tfd.Independent(tfd.Normal(loc, scale), 1)
+
+  @tf.function(jit_compile=True)
+  def draw():
+    eps = tf.random.stateless_normal([100000, 1, 2], seed, alg='threefry')
+    return layers.sample(d, seed, [100000]), loc + scale * eps
+
+  z, expected = draw()
+  np.testing.assert_array_equal(z.numpy(), expected.numpy())
+  np.testing.assert_allclose(z.numpy().mean((0, 1)), [1.0, -2.0], atol=0.03)
+  np.testing.assert_allclose(z.numpy().std((0, 1)), [0.5, 3.0], rtol=0.02)
+  assert not np.allclose(z.numpy(), layers.sample(d, seed, [100000]).numpy())  # eager: Philox

@@ -213,3 +213,18 @@ def test_index_batches_train_as_the_images_they_name():
   keras.utils.set_random_seed(0)
   initial = [v.numpy() for v in make_model((3,), hidden=((8,),)).trainable_variables]
   assert all(not np.allclose(a, b) for a, b in zip(results[0], initial))
+
+
+@pytest.mark.parametrize('jit', [False, True])
+def test_dynamic_binarisation_draws_bernoulli_of_the_grey_level(jit):
+  """Each pixel is 1 with probability grey/255 (0 never, 255 always), with
+  TensorFlow's Philox kernels and with XLA's ThreeFry (``layers.noise_alg``)."""
+  m = make_model((3,), hidden=((8,),), data_dim=4)
+  grey = tf.constant(np.tile([[0, 64, 191, 255]], (50000, 1)), tf.uint8)
+  x = tf.function(m.binarize, jit_compile=jit)(grey, SEED).numpy()
+  assert set(np.unique(x)) <= {0.0, 1.0}
+  p = np.array([0, 64, 191, 255]) / 255
+  np.testing.assert_allclose(x.mean(0), p, atol=0.006)  # 3 sd
+  # Another step's seed: an independent draw (differs w.p. 2p(1-p)).
+  again = tf.function(m.binarize, jit_compile=jit)(grey, SEED + 1).numpy()
+  np.testing.assert_allclose((x != again).mean(0), 2 * p * (1 - p), atol=0.007)
