@@ -191,7 +191,8 @@ class IWAEModel(keras.Model):
     if seed is None:
       return tf.cast(self.rng.uniform(tf.shape(p)) < p, tf.float32)
     shape = distribute.global_shape(tf.shape(p), shard, 0)
-    u = distribute.take_rows(tf.random.stateless_uniform(shape, seed, alg=layers.noise_alg()), shard, 0)
+    u = tf.random.stateless_uniform(shape, seed, alg=layers.noise_alg())
+    u = distribute.take_rows(u, shard, 0)
     return tf.cast(u < p, tf.float32)
 
   def set_train_images(self, images):
