@@ -14,8 +14,8 @@ epoch as on MNIST) this prints, measured side by side in one run:
   difference between ``epoch_s`` and ``grads_s`` is Adam's own work (its two
   moments over the 425k parameters, read and written every step) plus Keras.
 
-Usage: python bench/bench_train.py [--steps=3000] [--ks=1,5,50] [--repeats=3]
-Epochs and matmul loops alternate, and the best of ``repeats`` of each is
+Usage: python bench/bench_train.py [--steps=3000] [--ks=1,5,50] [--repeats=5]
+Epochs, matmul loops and plain-step loops alternate, and the best of ``repeats`` of each is
 kept, since the machine is shared.
 """
 
@@ -38,7 +38,8 @@ from bench import matmuls  # noqa: E402
 
 flags.DEFINE_integer('steps', 3000, 'Training steps timed (3000 = one MNIST epoch).')
 flags.DEFINE_string('ks', '1,5,50', 'Values of k.')
-flags.DEFINE_integer('repeats', 3, 'Timed repetitions; the best is kept.')
+flags.DEFINE_integer('repeats', 5, 'Timed repetitions; the best is kept (the shared machine '
+                     'has slow spells of several seconds).')
 flags.DEFINE_integer('steps_per_execution', 300, 'As train.py.')
 FLAGS = flags.FLAGS
 
