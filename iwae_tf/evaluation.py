@@ -231,7 +231,8 @@ def table(results):
     poster = POSTER.get((obj, layers, k), {})
     rows.append((layers, obj, k, '-'.join(map(str, cfg['model']['latents'])), r['epoch'],
                  r['test']['nll']['mean'], r['test']['nll']['stderr'], r['k_nll'],
-                 sum(r['active_units']), r.get('test_pruned', {}).get('nll', {}).get('mean'),
+                 '/'.join(map(str, r['active_units'])),  # per stochastic layer, h1 first
+                 r.get('test_pruned', {}).get('nll', {}).get('mean'),
                  paper, poster.get('nll'), poster.get('active_units')))
   rows.sort()
   lines = ['| layers | objective | k | latents | epochs | test NLL (ours) | K | active units '

@@ -115,9 +115,11 @@ def fake_result(obj, k, latents, nll, au, epoch=70):
 
 def test_table_and_readme_block(tmp_path):
   md = evaluation.table([fake_result('iwae', 5, [50], 89.1, [21]),
-                         fake_result('vae', 1, [50], 90.2, [17])])
+                         fake_result('vae', 1, [50], 90.2, [17]),
+                         fake_result('iwae', 5, [100, 50], 87.0, [30, 11])])
   lines = md.strip().splitlines()
-  assert len(lines) == 4
+  assert len(lines) == 5
+  assert lines[-1] == '| 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – |'
   assert '| 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 |' in lines
   assert '| 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – |' in lines
   readme = tmp_path / 'README.md'
