@@ -46,7 +46,10 @@ flags.DEFINE_integer('limit_train', None, 'Use only the first N training images.
 # --- run
 flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture>).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
-flags.DEFINE_integer('steps_per_execution', 300, 'Optimisation steps per compiled call (rounded down to divide the epoch); also the granularity of the per-step loss in TensorBoard.')
+flags.DEFINE_integer('steps_per_execution', 300, 'Optimisation steps per compiled call (an '
+                     "epoch's last call runs the steps left over; under --strategy=mirrored or "
+                     'multiworker, rounded down to divide the epoch); also the granularity of '
+                     'the per-step loss in TensorBoard.')
 flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
 # --- devices
 flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multiworker'],

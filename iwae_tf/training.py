@@ -155,11 +155,12 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
   Each epoch is a permutation that is a stateless function of ``(seed,
   epoch)``, so a resumed run sees the same order. The last partial batch of
   an epoch is dropped. ``steps_per_call`` consecutive batches are stacked so
-  that the model's compiled ``train_step`` runs them in one call; it must
-  divide the number of steps in an epoch. ``None``: batches are not stacked.
+  that the model's compiled ``train_step`` runs them in one call; an
+  epoch's last stack holds the steps left over, so calls never straddle two
+  epochs. ``None``: batches are not stacked.
 
   Returns:
-    A ``tf.data.Dataset`` of ``[steps_per_call, batch_size]`` (or
+    A ``tf.data.Dataset`` of ``[<= steps_per_call, batch_size]`` (or
     ``[batch_size]``) int32.
   """
   steps = n // batch_size
@@ -167,9 +168,9 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
   def one_epoch(epoch):
     perm = tf.random.experimental.stateless_shuffle(
         tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-    shape = ([steps, batch_size] if steps_per_call is None else
-             [steps // steps_per_call, steps_per_call, batch_size])
-    return tf.data.Dataset.from_tensor_slices(tf.reshape(perm[:steps * batch_size], shape))
+    batches = tf.data.Dataset.from_tensor_slices(
+        tf.reshape(perm[:steps * batch_size], [steps, batch_size]))
+    return batches if steps_per_call is None else batches.batch(steps_per_call)
 
   # The pipeline only slices a permutation: tf.data's autotuning and default
   # graph optimisations have nothing to gain, and their background work
@@ -182,7 +183,7 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
 
 
 def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
-  """The images of ``epoch_indices``: ``[steps_per_call, batch_size, D]`` (or
+  """The images of ``epoch_indices``: ``[<= steps_per_call, batch_size, D]`` (or
   ``[batch_size, D]``) uint8."""
   images = tf.constant(x_train)
   return (epoch_indices(len(x_train), batch_size, seed, first_epoch, last_epoch, steps_per_call)
@@ -210,19 +211,21 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     self._prev = (0, 0.0)
 
   def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._prev = (0, 0.0)
 
   def on_train_batch_end(self, batch, logs=None):
-    # Keras reports the running mean since the epoch began; recover the mean
-    # of the steps since the last call (several with steps_per_execution).
-    n = batch + 1
+    # Keras reports the running mean over the epoch's optimisation steps;
+    # recover the mean of the steps of this call, counted by the optimizer
+    # (an epoch's last call may run fewer steps than the others).
+    step = int(self.model.optimizer.iterations.numpy())
+    n = step - self._epoch_start
     mean = float(logs['loss'])
     n0, mean0 = self._prev
     if n > n0:
       chunk_mean = (n * mean - n0 * mean0) / (n - n0)
       with self.train_writer.as_default():
-        tf.summary.scalar('loss_per_step', chunk_mean,
-                          step=int(self.model.optimizer.iterations.numpy()))
+        tf.summary.scalar('loss_per_step', chunk_mean, step=step)
     self._prev = (n, mean)
 
   def on_epoch_end(self, epoch, logs=None):
@@ -260,8 +263,10 @@ class SaveCheckpoint(keras.callbacks.Callback):
 def steps_per_execution(steps_per_epoch, requested):
   """The largest divisor of ``steps_per_epoch`` not above ``requested``.
 
-  Steps are grouped into compiled calls of equal size that must tile the
-  epoch, so that epochs stay aligned with the data order.
+  Under a distribution strategy, steps are grouped into compiled calls of
+  equal size (``IWAEModel.make_train_function``) that must tile the epoch, so
+  that epochs stay aligned with the data order. (On one device an epoch's
+  last call runs the steps left over instead: ``epoch_indices``.)
   """
   return max(d for d in range(1, max(1, min(requested, steps_per_epoch)) + 1)
              if steps_per_epoch % d == 0)
@@ -289,16 +294,18 @@ def compile_model(model, optimizer, config, num_train):
 def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), strategy=None):
   """Trains a compiled ``model`` for epochs ``[first, last)``.
 
-  ``config.steps_per_execution`` optimisation steps run per call.
+  ``config.steps_per_execution`` optimisation steps run per call (on one
+  device, an epoch's last call runs the steps left over; under a strategy,
+  the number is rounded down to divide the epoch).
   """
   steps = len(x_train) // config.optim.batch_size
-  per_call = steps_per_execution(steps, config.steps_per_execution)
   batch, seed = config.optim.batch_size, config.seed
   if config.strategy == 'default':
     # The images stay on the device; each call receives its batches' indices.
     model.set_train_images(x_train)
+    per_call = min(config.steps_per_execution, steps)
     dataset = epoch_indices(len(x_train), batch, seed, first_epoch, last_epoch, per_call)
-    steps_per_epoch = steps // per_call
+    steps_per_epoch = -(-steps // per_call)  # calls
   else:
     # int32, not uint8: Keras all-reduces a first batch to build the model
     # symbolically, and collective ops have no uint8 kernel.

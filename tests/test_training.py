@@ -94,15 +94,34 @@ def test_different_experiment_is_refused_and_nothing_is_touched(tmp_path):
   assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ckpts
 
 
-def test_steps_per_execution_divides_the_epoch(tmp_path):
+def test_steps_per_execution_divides_the_epoch_under_a_strategy():
   assert training.steps_per_execution(3000, 50) == 50
   assert training.steps_per_execution(3, 2) == 1
   assert training.steps_per_execution(12, 5) == 4
   assert training.steps_per_execution(4, 100) == 4
-  cfg = tiny_config(tmp_path / 'run', epochs=2)
-  cfg = config.TrainConfig(**{**cfg.__dict__, 'data': config.DataConfig(limit_train=60)})
-  model = training.train(cfg)
-  assert int(model.optimizer.iterations.numpy()) == 6  # 3 steps per epoch, no overshoot
+
+
+def test_last_call_of_an_epoch_runs_the_steps_left_over(tmp_path):
+  """5 steps an epoch (a prime) at 2 steps a call: calls of 2, 2 and 1 steps,
+  the same training as one step a call, and per-step losses logged at the
+  calls' ends."""
+  def run(name, steps_per_execution):
+    cfg = tiny_config(tmp_path / name, epochs=2)
+    cfg = config.TrainConfig(**{**cfg.__dict__, 'data': config.DataConfig(limit_train=100),
+                                'steps_per_execution': steps_per_execution})
+    return training.train(cfg)
+
+  stacked, single = run('stacked', 2), run('single', 1)
+  assert int(stacked.optimizer.iterations.numpy()) == 10  # no overshoot into the next epoch
+  for a, b in zip(weights(stacked), weights(single)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  s = logs.read_scalars(str(tmp_path / 'stacked' / 'tensorboard'))
+  assert [step for step, _ in s['train/loss_per_step']] == [2, 4, 5, 7, 9, 10]
+  # The per-call means recombine into each epoch's mean loss.
+  per_call = np.array([v for _, v in s['train/loss_per_step']])
+  sizes = np.array([2, 2, 1, 2, 2, 1])
+  epoch_means = [np.dot(per_call[i:i + 3], sizes[i:i + 3]) / 5 for i in (0, 3)]
+  np.testing.assert_allclose(epoch_means, [v for _, v in s['train/epoch_loss']], rtol=1e-5)
 
 
 def test_learning_rate_schedule():
