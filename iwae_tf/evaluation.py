@@ -79,6 +79,15 @@ def restore(run_dir, checkpoint=None):
   return config, model, path, int(epoch.numpy())
 
 
+def _input_layers(stochastic_layer):
+  """The Dense layers of a stochastic layer that read its input: the first
+  hidden layer, or without hidden layers every distribution head."""
+  if stochastic_layer.mlp.hidden:
+    return [stochastic_layer.mlp.hidden[0]]
+  heads = ('logits',) if hasattr(stochastic_layer, 'logits') else ('loc', 'log_scale')
+  return [getattr(stochastic_layer, name) for name in heads]
+
+
 def prune_inactive(model, variances, threshold=metrics.ACTIVE_THRESHOLD):
   """Removes inactive units from ``model`` in place (see module docstring).
 
@@ -103,11 +112,9 @@ def prune_inactive(model, variances, threshold=metrics.ACTIVE_THRESHOLD):
       head.kernel.assign(k)
       head.bias.assign(b)
     # Nothing reads them: the decoder below and the encoder above.
-    readers = [model.decoders[l].mlp.hidden[0] if model.decoders[l].mlp.hidden
-               else model.decoders[l].logits]
+    readers = _input_layers(model.decoders[l])
     if l + 1 < num_layers:
-      readers.append(model.encoders[l + 1].mlp.hidden[0] if model.encoders[l + 1].mlp.hidden
-                     else model.encoders[l + 1].loc)
+      readers += _input_layers(model.encoders[l + 1])
     for layer in readers:
       k = layer.kernel.numpy()
       k[dead, :] = 0.0

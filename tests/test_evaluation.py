@@ -82,9 +82,10 @@ def test_restored_model_equals_trained_model(tmp_path):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-@pytest.mark.parametrize('latents', [(3,), (3, 2)])
-def test_pruning_removes_units_exactly(latents):
-  m = make_model(latents, hidden=tuple((8,) for _ in latents), data_dim=10)
+@pytest.mark.parametrize('latents,hidden', [((3,), (8,)), ((3, 2), (8,)), ((3, 2), ())])
+def test_pruning_removes_units_exactly(latents, hidden):
+  # hidden=(): linear-Gaussian layers, whose heads read the units directly.
+  m = make_model(latents, hidden=tuple(hidden for _ in latents), data_dim=10)
   x = binary(6, 10)
   variances = [np.array([1.0] + [0.0] * (d - 1)) for d in latents]  # keep unit 0 only
   assert evaluation.prune_inactive(m, variances) == [list(range(1, d)) for d in latents]
