@@ -22,8 +22,9 @@ already binary (fixed evaluation binarisation). A training step's randomness
 ``(seed, optimizer.iterations)``: a pure function of the run's seed and the
 step number, identical on every replica, restored with the optimizer on
 resume, and independent of how the batch is split over devices
-(``distribute.py``). Evaluation-time sampling (``call``, ``test_step``) uses
-the model's ``tf.random.Generator``.
+(``distribute.py``); the stateless generator is ``layers.noise_alg``'s
+(ThreeFry inside XLA programs, Philox elsewhere). Evaluation-time sampling
+(``call``, ``test_step``) uses the model's ``tf.random.Generator``.
 """
 
 import keras
