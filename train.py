@@ -16,21 +16,23 @@ cli.quiet_tensorflow()
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from iwae_tf import config as config_names  # noqa: E402  (pure Python: the choices below)
+
 # --- model
 flags.DEFINE_string('latents', '50', 'Stochastic layer sizes, bottom first: 50 (paper, '
                     '1 layer), 100,50 (paper, 2 layers), 2 (2-D scatter plots).')
 flags.DEFINE_string('hidden', None, 'Hidden tanh layer sizes per stochastic layer, '
                     "';'-separated lists, e.g. '200,200;100,100'. Default: the paper's.")
 # --- objective
-flags.DEFINE_enum('objective', 'iwae', ['iwae', 'vae'], 'Training objective.')
+flags.DEFINE_enum('objective', 'iwae', config_names.OBJECTIVES, 'Training objective.')
 flags.DEFINE_integer('k', 5, 'Importance samples per image (per group for miwae/piwae).')
-flags.DEFINE_enum('estimator', 'iwae', ['iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae'],
+flags.DEFINE_enum('estimator', 'iwae', config_names.ESTIMATORS,
                   'Gradient estimator: iwae (standard), stl (sticking the landing), dreg '
                   '(doubly reparameterised), miwae/piwae (--groups), ciwae (--beta).')
 flags.DEFINE_integer('groups', 1, 'M groups of k samples (miwae, piwae).')
 flags.DEFINE_float('beta', 0.5, 'ELBO weight of ciwae.')
 # --- optimisation
-flags.DEFINE_enum('schedule', 'paper', ['paper', 'poster'],
+flags.DEFINE_enum('schedule', 'paper', config_names.SCHEDULES,
                   'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs.')
 flags.DEFINE_integer('epochs', None, 'Cut the schedule after this many epochs.')
 flags.DEFINE_integer('batch_size', 20, 'Batch size.')
@@ -52,7 +54,7 @@ flags.DEFINE_integer('steps_per_execution', 300, 'Optimisation steps per compile
                      'the per-step loss in TensorBoard.')
 flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
 # --- devices
-flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multiworker'],
+flags.DEFINE_enum('strategy', 'default', config_names.STRATEGIES,
                   'tf.distribute strategy: default (one device), mirrored (all local GPUs, '
                   'or --devices), multiworker (hosts named by TF_CONFIG). --batch_size is '
                   'the global batch; results do not depend on the number of replicas.')

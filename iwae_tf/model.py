@@ -169,7 +169,7 @@ class IWAEModel(keras.Model):
 
     A function of the run's seed and ``optimizer.iterations`` only.
     """
-    # Distinct stateless seeds key independent Philox streams, so no hashing
+    # Distinct stateless seeds key independent streams (Philox or ThreeFry), so no hashing
     # is needed: (seed, 2t) binarises and (seed, 2t + 1) samples at step t.
     step = 2 * tf.cast(self.optimizer.iterations, tf.int32)
     seed = tf.constant(self.train_seed, tf.int32)
