@@ -13,6 +13,8 @@ import json
 from typing import Optional, Tuple
 
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
+# Epoch counts at which the paper's stages end: 1, 4, 13, 40, 121, 364, 1093, 3280.
+STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
 POSTER_EPOCHS = 70
 SCHEDULES = ('paper', 'poster')
 OBJECTIVES = ('iwae', 'vae')
@@ -184,8 +186,5 @@ def learning_rate(epoch, base=1e-3):
   Stage ``i`` covers epochs ``[sum_{j<i} 3**j, sum_{j<=i} 3**j)`` and uses
   ``base * 10**(-i/7)``. Epochs past the last stage stay at the last rate.
   """
-  stage, start = 0, 0
-  while stage < 7 and epoch >= start + 3**stage:
-    start += 3**stage
-    stage += 1
+  stage = min(sum(epoch >= end for end in STAGE_ENDS), len(STAGE_ENDS) - 1)
   return base * 10.0**(-stage / 7.0)

@@ -5,7 +5,13 @@ Layout of a run directory::
     RUN/config.json         the experiment (refused if a rerun disagrees)
     RUN/environment.json    versions, data source and checksum, command lines
     RUN/checkpoints/        tf.train.CheckpointManager (model, optimizer,
-                            epoch, generator state), written every epoch
+                            epoch, generator state), written every epoch,
+                            the last 3 kept
+    RUN/checkpoints/milestones/  copies kept for good of the checkpoints at
+                            the end of each schedule stage (epochs 1, 4, 13,
+                            40, 121, 364, 1093, 3280)
+    RUN/checkpoints/damaged/     checkpoints found unreadable on resuming,
+                            moved aside for inspection
     RUN/tensorboard/        train/ and validation/ event files
 
 Resuming: rerunning the same command restores the latest checkpoint and
@@ -17,6 +23,17 @@ interrupted and resumed run follows the uninterrupted one, under any
 variable whatever the number of replicas. TensorFlow writes checkpoints to
 temporary names and updates the index file atomically, so a kill during a
 save leaves the previous checkpoint loadable.
+
+Faults of long runs:
+
+* a non-finite training loss, bound or weight stops the run with a
+  ``DivergenceError`` before anything is saved, so every checkpoint holds
+  finite values and the last good one stays the latest;
+* on resuming, every tensor of the newest checkpoint is read back (the
+  bundle reader checks each tensor's CRC32C) before it is used; a damaged one
+  (a truncated data file, say) is moved to ``checkpoints/damaged/`` with a
+  warning, and the next newest readable checkpoint, rolling or milestone, is
+  used instead.
 """
 
 import json
@@ -39,6 +56,32 @@ from iwae_tf import objectives
 
 class RunDirError(ValueError):
   """A run directory that cannot be used for this configuration."""
+
+
+class DamagedCheckpointError(RunDirError):
+  """A checkpoint whose files cannot be read back."""
+
+
+class DivergenceError(ValueError):
+  """Training produced a non-finite loss, bound or weight; nothing was saved."""
+
+
+def check_finite(value, what, where, run_dir):
+  """Raises ``DivergenceError`` unless ``value`` (a number) is finite.
+
+  Args:
+    value: the number to check.
+    what: what it is (``'the training loss'``, ``'L_5'``).
+    where: when in the run (``'step 6300'``, ``'epoch 3'``).
+    run_dir: the run directory, for the message.
+  """
+  if not np.isfinite(value):
+    saved = saved_checkpoints(run_dir)
+    kept = (f'{saved[0]} (finite) stays the latest checkpoint, and rerunning resumes there '
+            'into the same noise' if saved else 'no checkpoint had been written')
+    raise DivergenceError(
+        f'{where}: {what} is {value}; stopped before saving: {kept}; try a lower '
+        '--learning_rate or a larger --adam_epsilon in a new --run_dir')
 
 
 def write_json_atomic(path, obj):
@@ -149,6 +192,116 @@ def checkpoint_dir(run_dir):
   return os.path.join(run_dir, 'checkpoints')
 
 
+def milestone_dir(run_dir):
+  return os.path.join(checkpoint_dir(run_dir), 'milestones')
+
+
+def checkpoint_path(run_dir, epoch):
+  """The checkpoint of ``epoch``: the rolling one if kept, else the milestone."""
+  rolling = os.path.join(checkpoint_dir(run_dir), f'ckpt-{epoch}')
+  milestone = os.path.join(milestone_dir(run_dir), f'ckpt-{epoch}')
+  return milestone if (not tf.io.gfile.exists(rolling + '.index')
+                       and tf.io.gfile.exists(milestone + '.index')) else rolling
+
+
+def _checkpoint_files(prefix):
+  return tf.io.gfile.glob(prefix + '.index') + tf.io.gfile.glob(prefix + '.data-*')
+
+
+def _epoch_of(prefix):
+  return int(prefix.rsplit('-', 1)[1])
+
+
+def saved_checkpoints(run_dir):
+  """Every checkpoint prefix of a run, rolling and milestones, newest epoch
+  first (at equal epochs the rolling one first). Found from the files, not
+  from the manager's state file, which may itself be damaged."""
+  found = []
+  for kind, directory in enumerate((checkpoint_dir(run_dir), milestone_dir(run_dir))):
+    for index in tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index')):
+      prefix = index[:-len('.index')]
+      if prefix.rsplit('-', 1)[1].isdigit():
+        found.append((-_epoch_of(prefix), kind, prefix))
+  return [prefix for _, _, prefix in sorted(found)]
+
+
+def verify_checkpoint(prefix):
+  """Reads back every tensor of a checkpoint.
+
+  Raises:
+    DamagedCheckpointError: the checkpoint cannot be read; the bundle reader
+      verifies each tensor's CRC32C, so truncated or altered data files are
+      caught here.
+  """
+  # What TensorFlow raises depends on the damage: OpErrors for missing or
+  # unreadable files, IndexError for a truncated data file, RuntimeError
+  # for a checksum mismatch.
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
+    first = (str(e).strip().splitlines() or [''])[0][:200]
+    raise DamagedCheckpointError(f'{prefix}: {type(e).__name__}: {first}') from None
+
+
+def _quarantine(prefix, run_dir):
+  """Moves a damaged checkpoint's files to ``checkpoints/damaged/``."""
+  target = os.path.join(checkpoint_dir(run_dir), 'damaged')
+  os.makedirs(target, exist_ok=True)
+  tag = 'milestone-' if os.path.dirname(prefix) == milestone_dir(run_dir) else ''
+  for f in _checkpoint_files(prefix):
+    os.replace(f, os.path.join(target, tag + os.path.basename(f)))
+  return target
+
+
+def restore_newest_readable(checkpoint, run_dir, warn=None):
+  """Restores the newest checkpoint of ``run_dir`` that can be read.
+
+  Damaged checkpoints newer than it are moved aside, with a warning, and the
+  manager's state file is rewritten to list the rolling checkpoints left, so
+  that the next save neither overwrites the damaged files nor points at them.
+
+  Returns:
+    The restored prefix, or None when the run has no checkpoint yet.
+
+  Raises:
+    RunDirError: checkpoints exist but none is readable.
+  """
+  warn = warn or (lambda msg: print(msg, file=sys.stderr))
+  candidates = saved_checkpoints(run_dir)
+  for prefix in candidates:
+    try:
+      verify_checkpoint(prefix)
+    except DamagedCheckpointError as e:
+      where = _quarantine(prefix, run_dir)
+      warn(f'warning: {prefix} is damaged ({str(e)[len(prefix) + 2:]}); '
+           f'its files were moved to {where}; trying an older checkpoint')
+      continue
+    # A readable checkpoint that does not fit the model is not damage: stop,
+    # moving nothing.
+    try:
+      checkpoint.restore(prefix).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise RunDirError(f'{prefix}: does not fit this model ({first[:200]})') from None
+    if candidates[0] != prefix:  # the state file may name moved checkpoints
+      rolling = [p for p in saved_checkpoints(run_dir)
+                 if os.path.dirname(p) == checkpoint_dir(run_dir)]
+      state = os.path.join(checkpoint_dir(run_dir), 'checkpoint')
+      if rolling:
+        tf.compat.v1.train.update_checkpoint_state(
+            checkpoint_dir(run_dir), rolling[0],
+            all_model_checkpoint_paths=list(reversed(rolling)))
+      elif os.path.exists(state):
+        os.remove(state)
+    return prefix
+  if candidates:
+    raise RunDirError(f'{checkpoint_dir(run_dir)}: no readable checkpoint left (the damaged '
+                      'ones are in checkpoints/damaged/); use a new --run_dir')
+  return None
+
+
 def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
   """Batches of indices into ``n`` training images, epochs ``[first, last)``.
 
@@ -199,11 +352,13 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     train_subset: ``[n, D]`` fixed-binarised training images.
     valid: ``[m, D]`` fixed-binarised validation images, or None.
     seed: seed of the per-epoch estimates (the same every epoch).
+    run_dir: the run directory, named when the bound is not finite.
   """
 
-  def __init__(self, log_dir, k, train_subset, valid, seed):
+  def __init__(self, log_dir, k, train_subset, valid, seed, run_dir):
     super().__init__()
     self.k, self.train_subset, self.valid, self.seed = k, train_subset, valid, seed
+    self.run_dir = run_dir
     self.train_writer = tf.summary.create_file_writer(os.path.join(log_dir, 'train'))
     self.valid_writer = (tf.summary.create_file_writer(os.path.join(log_dir, 'validation'))
                          if valid is not None and len(valid) else None)
@@ -237,6 +392,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
       tf.summary.scalar('epoch_loss', logs['loss'], step=step)
       tf.summary.scalar('learning_rate', lr, step=step)
       lk = self._estimator.log_likelihood(self.train_subset, self.k, self.seed).mean()
+      check_finite(lk, f'L_{self.k} on the training subset', f'epoch {step}', self.run_dir)
       tf.summary.scalar(f'L_{self.k}', lk, step=step)
       variances = metrics.posterior_mean_variances(self.model, self.train_subset, self.seed)
       for l, count in enumerate(metrics.active_units(variances)):
@@ -248,16 +404,47 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     self.train_writer.flush()
 
 
-class SaveCheckpoint(keras.callbacks.Callback):
-  """Saves model, optimizer, generator state and the epoch count each epoch."""
+class StopOnDivergence(keras.callbacks.Callback):
+  """Raises ``DivergenceError`` as soon as the training loss is not finite
+  (checked after every compiled call), or a weight is not finite at the end
+  of an epoch. It precedes every callback that measures or saves."""
 
-  def __init__(self, manager, epoch_var):
+  def __init__(self, run_dir):
+    super().__init__()
+    self.run_dir = run_dir
+
+  def on_train_batch_end(self, batch, logs=None):
+    step = int(self.model.optimizer.iterations.numpy())
+    check_finite(float(logs['loss']), 'the training loss', f'step {step}', self.run_dir)
+
+  def on_epoch_end(self, epoch, logs=None):
+    where = f'epoch {epoch + 1}'
+    check_finite(float(logs['loss']), 'the epoch loss', where, self.run_dir)
+    for v in self.model.weights:
+      if not bool(tf.reduce_all(tf.math.is_finite(v))):
+        check_finite(float('nan'), f'weight {v.path}', where, self.run_dir)
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+  """Saves model, optimizer, generator state and the epoch count each epoch,
+  and keeps for good a copy of the checkpoints at ``milestones`` epochs."""
+
+  def __init__(self, manager, epoch_var, milestones=(), milestone_dir=None):
     super().__init__()
     self.manager, self.epoch_var = manager, epoch_var
+    self.milestones, self.milestone_dir = set(milestones), milestone_dir
 
   def on_epoch_end(self, epoch, logs=None):
     self.epoch_var.assign(epoch + 1)
-    self.manager.save(checkpoint_number=epoch + 1)
+    prefix = self.manager.save(checkpoint_number=epoch + 1)
+    if self.milestone_dir and epoch + 1 in self.milestones:
+      os.makedirs(self.milestone_dir, exist_ok=True)
+      # Data files first, the index last: a milestone is complete once its
+      # index exists.
+      for f in sorted(_checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
+        tmp = os.path.join(self.milestone_dir, '.tmp-' + os.path.basename(f))
+        shutil.copyfile(f, tmp)
+        os.replace(tmp, os.path.join(self.milestone_dir, os.path.basename(f)))
 
 
 def steps_per_execution(steps_per_epoch, requested):
@@ -344,9 +531,12 @@ def train(config):
     model = build_model(config, splits.x_train)
     optimizer = build_optimizer(config, model)
     checkpoint, epoch_var = make_checkpoint(model, optimizer)
-    latest = tf.train.latest_checkpoint(checkpoint_dir(config.run_dir))
-    if latest:
-      checkpoint.restore(latest).assert_existing_objects_matched()
+    if chief:
+      restore_newest_readable(checkpoint, config.run_dir)
+    else:
+      latest = tf.train.latest_checkpoint(checkpoint_dir(config.run_dir))
+      if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
     compile_model(model, optimizer, config, len(splits.x_train))
   save_dir = distribute.scratch_dir(strategy, config.run_dir)
   manager = checkpoint_manager(checkpoint, save_dir)
@@ -359,7 +549,8 @@ def train(config):
 
   base_lr = config.optim.learning_rate
   callbacks = [keras.callbacks.LearningRateScheduler(
-      lambda epoch: config_lib.learning_rate(epoch, base_lr))]
+      lambda epoch: config_lib.learning_rate(epoch, base_lr)),
+               StopOnDivergence(config.run_dir)]
   if chief:
     subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
                                      config.data.eval_seed)
@@ -367,8 +558,9 @@ def train(config):
              if len(splits.x_valid) else None)
     callbacks.append(TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
                                           config.objective.k, subset, valid,
-                                          config.data.eval_seed))
-  callbacks.append(SaveCheckpoint(manager, epoch_var))
+                                          config.data.eval_seed, config.run_dir))
+  callbacks.append(SaveCheckpoint(manager, epoch_var, config_lib.STAGE_ENDS,
+                                  milestone_dir(config.run_dir) if chief else None))
   try:
     fit_epochs(model, splits.x_train, config, start, total, callbacks, strategy)
   finally:
