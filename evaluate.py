@@ -1,9 +1,14 @@
 """Measures trained runs as the paper did: test NLL with K = 5000, bounds, active units.
 
 Examples:
-  python evaluate.py --run_dir=runs/poster_iwae_k5
-  python evaluate.py --run_dir=runs/poster_iwae_k5 --prune --train_subset=1000
-  python evaluate.py --table --runs_root=runs --readme=README.md
+  python evaluate.py --run_dir=runs/iwae_k5_50_poster
+  python evaluate.py --run_dir=runs/iwae_k5_50_poster --prune --train_subset=1000
+  python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones   # the learning curve
+  python evaluate.py --run_dir=runs/vae_k1_50_paper --export=pretrained/vae_k1_50_paper
+  python evaluate.py --table --readme=README.md
+
+Results go to results/<run>/ (the run directory's name), JSON with the
+per-image estimates beside it (.npz); the table is made from them.
 """
 
 from iwae_tf import cli
@@ -16,6 +21,8 @@ from absl import flags  # noqa: E402
 # --- what to measure
 flags.DEFINE_string('run_dir', None, 'Run directory written by train.py.')
 flags.DEFINE_string('checkpoint', None, 'Epoch number or checkpoint path (default: latest).')
+flags.DEFINE_bool('milestones', False, 'Measure every milestone checkpoint (the end of each '
+                  'schedule stage) and the latest one, skipping those already measured.')
 flags.DEFINE_integer('k_nll', 5000, 'Importance samples of the NLL estimate.')
 flags.DEFINE_string('ks', '1,5,50', 'Bounds L_k to report.')
 flags.DEFINE_integer('seed', 0, 'Seed of the importance samples.')
@@ -26,11 +33,15 @@ flags.DEFINE_integer('limit_test', None, 'Measure only the first N test images.'
 flags.DEFINE_integer('batch_size', 100, 'Images per compiled call.')
 flags.DEFINE_integer('chunk', 100, 'Importance samples per chunk (memory ~ chunk x batch).')
 # --- output
-flags.DEFINE_string('output', None, 'Result file (default: RUN/results/eval-ckpt<E>-K<K>.json).')
+flags.DEFINE_string('results_root', 'results', 'Where results are written and --table reads '
+                    'them: RESULTS_ROOT/<run>/eval-ckpt<E>-K<K>.json.')
+flags.DEFINE_string('output', None, 'Result file (default: RESULTS_ROOT/<run>/eval-ckpt<E>-K<K>.json).')
+flags.DEFINE_string('export', None, 'Instead of measuring, write the checkpoint\'s model weights '
+                    '(no optimizer state) and configuration to this new directory, which '
+                    'evaluate.py and the figure script read like a run directory.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing result file.')
 # --- results table
 flags.DEFINE_bool('table', False, 'Print the Markdown results table of all runs instead.')
-flags.DEFINE_string('runs_root', 'runs', 'Where --table looks for results.')
 flags.DEFINE_string('readme', None, 'With --table: also write it into this file between '
                     'the results-table markers.')
 
@@ -44,24 +55,29 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   from iwae_tf import evaluation
   if FLAGS.table:
-    markdown = evaluation.table(evaluation.collect(FLAGS.runs_root))
+    markdown = evaluation.table(evaluation.collect(FLAGS.results_root))
     print(markdown, end='')
     if FLAGS.readme:
       evaluation.write_table(markdown, FLAGS.readme)
     return
   if not FLAGS.run_dir:
     raise app.UsageError('--run_dir is required (or --table)')
-  evaluation.evaluate_run(
-      FLAGS.run_dir, checkpoint=FLAGS.checkpoint, k_nll=FLAGS.k_nll,
-      ks=cli.parse_int_list(FLAGS.ks, 'ks'), seed=FLAGS.seed,
-      train_subset=FLAGS.train_subset, prune=FLAGS.prune, batch_size=FLAGS.batch_size,
-      chunk=FLAGS.chunk, output=FLAGS.output, overwrite=FLAGS.overwrite,
-      limit_test=FLAGS.limit_test)
+  if FLAGS.export:
+    path = evaluation.export_pretrained(FLAGS.run_dir, FLAGS.export, FLAGS.checkpoint)
+    print(f'exported {path}')
+    return
+  kwargs = dict(k_nll=FLAGS.k_nll, ks=cli.parse_int_list(FLAGS.ks, 'ks'), seed=FLAGS.seed,
+                train_subset=FLAGS.train_subset, prune=FLAGS.prune,
+                batch_size=FLAGS.batch_size, chunk=FLAGS.chunk, overwrite=FLAGS.overwrite,
+                limit_test=FLAGS.limit_test, results_root=FLAGS.results_root)
+  if FLAGS.milestones:
+    evaluation.evaluate_milestones(FLAGS.run_dir, **kwargs)
+  else:
+    evaluation.evaluate_run(FLAGS.run_dir, checkpoint=FLAGS.checkpoint, output=FLAGS.output,
+                            **kwargs)
 
 
 if __name__ == '__main__':
   def _main(argv):
-    from iwae_tf import data, evaluation, training
-    return cli.run_main(main, argv, (ValueError, data.DataError, training.RunDirError,
-                                     evaluation.EvaluationError))
+    return cli.run_main(main, argv)
   app.run(_main)

@@ -13,6 +13,8 @@ from iwae_tf import cli
 
 cli.quiet_tensorflow()
 
+import dataclasses  # noqa: E402
+
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -71,9 +73,8 @@ def make_config():
   latents = cli.parse_int_list(FLAGS.latents, 'latents')
   hidden = (c.default_hidden(latents) if FLAGS.hidden is None else
             tuple(cli.parse_int_list(h, 'hidden') for h in FLAGS.hidden.split(';')))
-  est = '' if FLAGS.estimator == 'iwae' else f'_{FLAGS.estimator}'
-  name = f"{FLAGS.objective}{est}_k{FLAGS.k}_{'-'.join(map(str, latents))}"
-  return c.TrainConfig(
+  from iwae_tf import rundir
+  config = c.TrainConfig(
       model=c.ModelConfig(latents=latents, hidden=hidden),
       objective=c.ObjectiveConfig(name=FLAGS.objective, k=FLAGS.k, estimator=FLAGS.estimator,
                                   groups=FLAGS.groups, beta=FLAGS.beta),
@@ -83,9 +84,12 @@ def make_config():
       data=c.DataConfig(path=FLAGS.data, validation_size=FLAGS.validation_size,
                         limit_train=FLAGS.limit_train),
       seed=FLAGS.seed, epochs=FLAGS.epochs,
-      run_dir=FLAGS.run_dir or f'runs/{name}_{FLAGS.schedule}',
+      run_dir=FLAGS.run_dir or 'unset',
       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
       strategy=FLAGS.strategy, devices=tuple(FLAGS.devices), verbose=FLAGS.verbose)
+  if FLAGS.run_dir is None:
+    config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config))
+  return config
 
 
 def main(argv):
@@ -101,7 +105,5 @@ def main(argv):
 
 if __name__ == '__main__':
   def _main(argv):
-    from iwae_tf import config, data, distribute, training
-    return cli.run_main(main, argv, (ValueError, data.DataError, training.RunDirError,
-                                     config.ConfigError, distribute.StrategyError))
+    return cli.run_main(main, argv)
   app.run(_main)

@@ -3,17 +3,21 @@
 import os
 import sys
 
+from iwae_tf import errors
+
 
 def quiet_tensorflow():
   """Silences TensorFlow's C++ start-up chatter (call before importing it)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def run_main(main, argv, errors):
-  """Calls ``main(argv)``; known ``errors`` become one line on stderr, exit 1."""
+def run_main(main, argv):
+  """Calls ``main(argv)``; the project's errors (``errors.IWAEError``) become
+  one line on stderr and exit status 1; any other exception keeps its
+  traceback."""
   try:
     return main(argv)
-  except errors as e:
+  except errors.IWAEError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
 
@@ -23,7 +27,8 @@ def parse_int_list(text, name):
   try:
     values = tuple(int(v) for v in text.split(',') if v.strip())
   except ValueError:
-    raise ValueError(f'--{name}={text!r}: expected a comma-separated list of integers') from None
+    raise errors.IWAEError(f'--{name}={text!r}: expected a comma-separated list of '
+                           'integers') from None
   if not values:
-    raise ValueError(f'--{name} is empty')
+    raise errors.IWAEError(f'--{name} is empty')
   return values

@@ -12,6 +12,8 @@ import dataclasses
 import json
 from typing import Optional, Tuple
 
+from iwae_tf import errors
+
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 # Epoch counts at which the paper's stages end: 1, 4, 13, 40, 121, 364, 1093, 3280.
 STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
@@ -22,7 +24,7 @@ ESTIMATORS = ('iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae')
 STRATEGIES = ('default', 'mirrored', 'multiworker')
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.IWAEError):
   """A configuration that cannot describe a valid experiment."""
 
 

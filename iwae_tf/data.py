@@ -28,6 +28,8 @@ import zipfile
 
 import numpy as np
 
+from iwae_tf import errors
+
 EMBEDDED = os.path.join(os.path.dirname(__file__), 'data', 'mnist.npz')
 KERAS_CACHE = os.path.join(os.path.expanduser('~'), '.keras', 'datasets', 'mnist.npz')
 IDX_FILES = {
@@ -38,7 +40,7 @@ IDX_FILES = {
 }
 
 
-class DataError(ValueError):
+class DataError(errors.IWAEError):
   """Data that cannot be used; the message names the file and the problem."""
 
 

@@ -41,8 +41,10 @@ import tensorflow as tf
 
 from iwae_tf.config import STRATEGIES
 
+from iwae_tf import errors
 
-class StrategyError(ValueError):
+
+class StrategyError(errors.IWAEError):
   """A strategy that cannot be built as configured."""
 
 

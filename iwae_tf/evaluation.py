@@ -28,8 +28,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from iwae_tf import config as config_lib
 from iwae_tf import data as data_lib
+from iwae_tf import errors
 from iwae_tf import metrics
+from iwae_tf import rundir
 from iwae_tf import training
 
 PAPER = {  # Burda et al. 2016, Table 1: MNIST test NLL.
@@ -41,7 +44,7 @@ PAPER = {  # Burda et al. 2016, Table 1: MNIST test NLL.
 POSTER = {('iwae', 1, 5): {'nll': 99.70, 'active_units': 14}}
 
 
-class EvaluationError(ValueError):
+class EvaluationError(errors.IWAEError):
   """A run or checkpoint that cannot be evaluated as asked."""
 
 
@@ -49,27 +52,30 @@ def restore(run_dir, checkpoint=None):
   """Rebuilds a run's model and restores a checkpoint.
 
   Args:
-    run_dir: a directory written by ``train.py``.
-    checkpoint: None for the latest, an epoch number, or a checkpoint path.
+    run_dir: a directory written by ``train.py`` (or a pretrained model's).
+    checkpoint: None for the latest, an epoch number (a rolling checkpoint,
+      else a milestone), or a checkpoint path.
 
   Returns:
     ``(config, model, checkpoint_path, epoch)``.
   """
-  config = training.read_config(run_dir)
+  config = rundir.read_config(run_dir)
   model = training.build_model(config)
-  ckpt, epoch = training.make_checkpoint(model)
-  manager = training.checkpoint_manager(ckpt, run_dir)
+  ckpt, epoch = rundir.make_checkpoint(model)
   if checkpoint is None:
-    path = manager.latest_checkpoint
-    if path is None:
+    saved = rundir.saved_checkpoints(run_dir)
+    if not saved:
       raise EvaluationError(f'{run_dir}: no checkpoint yet (has train.py run an epoch?)')
+    path = saved[0]
   elif str(checkpoint).isdigit():
-    path = os.path.join(run_dir, 'checkpoints', f'ckpt-{int(checkpoint)}')
+    path = rundir.checkpoint_path(run_dir, int(checkpoint))
   else:
     path = str(checkpoint)
   if not tf.io.gfile.exists(path + '.index'):
-    raise EvaluationError(f'{path}: no such checkpoint '
-                          f'(available: {manager.checkpoints or "none"})')
+    available = [rundir.epoch_of(p) for p in rundir.saved_checkpoints(run_dir)]
+    raise EvaluationError(f'{path}: no such checkpoint (epochs available: '
+                          f'{sorted(set(available)) or "none"})')
+  rundir.verify_checkpoint(path)
   try:
     ckpt.restore(path).expect_partial().assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -77,6 +83,35 @@ def restore(run_dir, checkpoint=None):
     raise EvaluationError(f'{path}: does not match the architecture in '
                           f'{run_dir}/config.json ({first})') from None
   return config, model, path, int(epoch.numpy())
+
+
+def export_pretrained(run_dir, out_dir, checkpoint=None):
+  """Writes a run's weights, model only, as a run directory of their own.
+
+  ``out_dir`` gets the run's ``config.json`` (with ``exported_from``) and
+  ``environment.json``, and ``checkpoints/ckpt-<epoch>`` without optimizer
+  state or generator position: what ``evaluate.py`` and the figure script
+  need, about 1.7 MB for the paper's 1-layer model. An existing export is
+  refused (nothing is overwritten).
+
+  Returns:
+    The written checkpoint's prefix.
+  """
+  config, model, path, epoch = restore(run_dir, checkpoint)
+  if os.path.exists(out_dir) and os.listdir(out_dir):
+    raise EvaluationError(f'{out_dir}: exists and is not empty; choose another directory')
+  os.makedirs(out_dir, exist_ok=True)
+  cfg = config.to_dict()
+  cfg['run_dir'] = out_dir
+  rundir.write_json_atomic(os.path.join(out_dir, 'config.json'), cfg)
+  env_path = os.path.join(run_dir, 'environment.json')
+  env = json.load(open(env_path)) if os.path.exists(env_path) else {}
+  env['exported_from'] = {'run_dir': os.path.normpath(run_dir), 'checkpoint': path,
+                          'epoch': epoch}
+  rundir.write_json_atomic(os.path.join(out_dir, 'environment.json'), env)
+  weights_only, epoch_var = rundir.make_checkpoint(model)
+  epoch_var.assign(epoch)
+  return rundir.checkpoint_manager(weights_only, out_dir).save(checkpoint_number=epoch)
 
 
 def _input_layers(stochastic_layer):
@@ -130,21 +165,27 @@ def measure(model, x, ks, k_nll, seed, estimator):
   """Bounds and NLL estimate on binarised images ``x``.
 
   Returns:
-    dict with ``L_k`` for each k (mean and standard error over images) and
-    ``nll`` (= -mean log-likelihood estimate with ``k_nll`` samples).
+    ``(summary, ll)``: a dict with ``L_k`` for each k (mean and standard
+    error over images) and ``nll`` (= -mean log-likelihood estimate with
+    ``k_nll`` samples), and the per-image estimates ``ll`` ``[len(x)]``.
   """
   out = {}
   for k in sorted(set(ks)):
     out[f'L_{k}'] = _summary(estimator.log_likelihood(x, k, seed))
   ll = estimator.log_likelihood(x, k_nll, seed)
-  out['nll'] = {'mean': float(-ll.mean()), 'stderr': float(ll.std() / np.sqrt(len(ll))),
-                'k': int(k_nll)}
-  return out
+  out['nll'] = _nll(ll, k_nll)
+  return out, ll
+
+
+def _nll(ll, k_nll):
+  return {'mean': float(-ll.mean()), 'stderr': float(ll.std() / np.sqrt(len(ll))),
+          'k': int(k_nll)}
 
 
 def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
                  train_subset=0, prune=False, batch_size=100, chunk=100,
-                 output=None, overwrite=False, limit_test=None, progress=print):
+                 output=None, overwrite=False, limit_test=None, progress=print,
+                 results_root=rundir.RESULTS_ROOT):
   """Measures a run; writes and returns the results.
 
   Args:
@@ -156,9 +197,11 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
     train_subset: also measure the first N training images (0: no).
     prune: also measure the NLL after pruning inactive units.
     batch_size, chunk: images per compiled call and samples per chunk.
-    output: result path (default ``RUN/results/eval-ckpt<epoch>-K<K>.json``).
+    output: result path (default ``results/<run>/eval-ckpt<epoch>-K<K>.json``,
+      ``rundir.result_path``); the per-image estimates go beside it (``.npz``).
     overwrite: replace an existing result file.
     limit_test: measure only the first N test images (quick checks).
+    results_root: where results live when ``output`` is not given.
 
   Returns:
     The result dict.
@@ -166,9 +209,7 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   if not os.path.isdir(run_dir):
     raise EvaluationError(f'{run_dir}: no such run directory')
   config, model, path, epoch = restore(run_dir, checkpoint)
-  suffix = '' if limit_test is None else f'-n{limit_test}'
-  output = output or os.path.join(run_dir, 'results',
-                                  f'eval-ckpt{epoch}-K{k_nll}{suffix}.json')
+  output = output or rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
   if os.path.exists(output) and not overwrite:
     raise EvaluationError(f'{output}: exists; pass --overwrite to replace it')
   splits = data_lib.make_splits(config.data)
@@ -184,72 +225,196 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   start = time.time()
   progress(f'{run_dir}: epoch {epoch}, {len(x_test)} test images, K={k_nll}')
   result = {
-      'run_dir': os.path.abspath(run_dir), 'checkpoint': path, 'epoch': epoch,
+      'run_dir': os.path.normpath(run_dir), 'checkpoint': path, 'epoch': epoch,
       'config': config.to_dict(), 'k_nll': int(k_nll), 'seed': int(seed),
       'eval_binarization_seed': config.data.eval_seed, 'data_sha256': splits.sha256,
-      'num_test': len(x_test),
+      'num_test': len(x_test), 'test_size': len(splits.x_test),
   }
-  result['test'] = measure(model, x_test, ks, k_nll, seed, estimator)
+  result['test'], per_image = measure(model, x_test, ks, k_nll, seed, estimator)
+  per_image = {'test_log_likelihood': per_image}
   variances = metrics.posterior_mean_variances(model, x_test, seed)
   result['active_units'] = metrics.active_units(variances)
   result['posterior_mean_variances'] = [v.tolist() for v in variances]
   if train_subset:
     x_train = data_lib.binarize_fixed(splits.x_train[:train_subset], config.data.eval_seed)
-    result['train'] = measure(model, x_train, ks, k_nll, seed, estimator)
+    result['train'], _ = measure(model, x_train, ks, k_nll, seed, estimator)
   if prune:
     result['pruned_units'] = prune_inactive(model, variances)
     pruned = metrics.Estimator(model, batch_size=batch_size, chunk=chunk)
     ll = pruned.log_likelihood(x_test, k_nll, seed)
-    result['test_pruned'] = {'nll': {'mean': float(-ll.mean()),
-                                     'stderr': float(ll.std() / np.sqrt(len(ll))),
-                                     'k': int(k_nll)}}
+    result['test_pruned'] = {'nll': _nll(ll, k_nll)}
+    per_image['test_pruned_log_likelihood'] = ll
   result['seconds'] = time.time() - start
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  training.write_json_atomic(output, result)
+  # Per-image estimates (float32: 0.001-nat resolution at -100 nats) make
+  # paired comparisons of runs on the same test images possible.
+  npz = rundir.per_image_path(output)
+  with open(npz + '.tmp', 'wb') as f:
+    np.savez_compressed(f, **{k: np.asarray(v, np.float32) for k, v in per_image.items()})
+  os.replace(npz + '.tmp', npz)
+  result['per_image'] = os.path.basename(npz)
+  rundir.write_json_atomic(output, result)
   progress(f"NLL {result['test']['nll']['mean']:.2f} (K={k_nll}), "
            f"active units {result['active_units']}, {result['seconds']:.0f} s -> {output}")
   return result
 
 
+def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
+                        results_root=rundir.RESULTS_ROOT, progress=print, **kwargs):
+  """``evaluate_run`` at every milestone checkpoint and the latest one,
+  skipping epochs already measured with the same K and test images: the
+  learning curve of a run, safe to rerun while the run goes on.
+
+  Returns:
+    The results, by epoch (those measured earlier read back).
+  """
+  saved = rundir.saved_checkpoints(run_dir)
+  if not saved:
+    raise EvaluationError(f'{run_dir}: no checkpoint yet (has train.py run an epoch?)')
+  epochs = sorted({rundir.epoch_of(p) for p in saved
+                   if os.path.dirname(p) == rundir.milestone_dir(run_dir)}
+                  | {rundir.epoch_of(saved[0])})
+  out = {}
+  for epoch in epochs:
+    path = rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
+    if os.path.exists(path) and not overwrite:
+      progress(f'{path}: measured already')
+      with open(path) as f:
+        out[epoch] = json.load(f)
+      continue
+    out[epoch] = evaluate_run(run_dir, checkpoint=epoch, k_nll=k_nll, limit_test=limit_test,
+                              overwrite=overwrite, results_root=results_root,
+                              progress=progress, **kwargs)
+  return out
+
+
 # ------------------------------------------------------------------ the table
-def collect(runs_root):
-  """All full-test-set result files under ``runs_root``, newest epoch per run."""
+def _full_test(r):
+  # Results written before ``test_size`` was recorded are MNIST's (10,000).
+  return r.get('num_test') == r.get('test_size', 10000)
+
+
+def collect(results_root=rundir.RESULTS_ROOT):
+  """Full-test-set results under ``results_root/<run>/``, the newest epoch
+  (then the largest K) per run; each gets ``run`` (its folder's name) and
+  ``path`` (of its JSON file)."""
   best = {}
-  for path in sorted(glob.glob(os.path.join(runs_root, '**', 'results', 'eval-*.json'),
-                               recursive=True)):
+  for path in sorted(glob.glob(os.path.join(results_root, '*', 'eval-*.json'))):
     with open(path) as f:
       r = json.load(f)
-    if r.get('num_test') != 10000:
+    if not _full_test(r):
       continue
-    key = r['run_dir']
+    r['run'], r['path'] = os.path.basename(os.path.dirname(path)), path
+    key = r['run']
     if key not in best or (r['epoch'], r['k_nll']) > (best[key]['epoch'], best[key]['k_nll']):
       best[key] = r
   return list(best.values())
 
 
+def departures(cfg):
+  """How a run's configuration departs from the paper's setup (Burda et al.
+  2016, section 5 and appendix), as short labels; empty for the paper's."""
+  optim, data, obj = cfg.get('optim', {}), cfg.get('data', {}), cfg.get('objective', {})
+  paper = {'learning_rate': 1e-3, 'beta1': 0.9, 'beta2': 0.999, 'epsilon': 1e-4,
+           'batch_size': 20}
+  out = [f'{name}={optim[name]:g}' for name, value in paper.items()
+         if name in optim and optim[name] != value]
+  if obj.get('estimator', 'iwae') != 'iwae':
+    out.append(f"estimator={obj['estimator']}")
+  if data.get('validation_size'):
+    out.append(f"{data['validation_size']} held out")
+  if data.get('limit_train'):
+    out.append(f"{data['limit_train']} training images")
+  if cfg.get('model', {}).get('hidden') not in (None, [list(h) for h in
+                                                    config_lib.default_hidden(
+                                                        cfg['model']['latents'])]):
+    out.append('hidden=' + ';'.join(','.join(map(str, h)) for h in cfg['model']['hidden']))
+  return out
+
+
+def _key(r):
+  cfg = r['config']
+  return (len(cfg['model']['latents']), cfg['objective']['name'], cfg['objective']['k'],
+          '-'.join(map(str, cfg['model']['latents'])), r['epoch'])
+
+
 def table(results):
-  """Markdown table laid out like the paper's Table 1, with its numbers beside ours."""
+  """Markdown table laid out like the paper's Table 1, with its numbers beside
+  ours, then the paired IWAE - VAE differences (``paired_differences``)."""
   rows = []
   for r in results:
     cfg = r['config']
-    obj, k = cfg['objective']['name'], cfg['objective']['k']
-    layers = len(cfg['model']['latents'])
+    layers, obj, k, lat, ep = _key(r)
     paper = PAPER.get((obj, layers), {}).get(k)
     poster = POSTER.get((obj, layers, k), {})
-    rows.append((layers, obj, k, '-'.join(map(str, cfg['model']['latents'])), r['epoch'],
+    rows.append((layers, obj, k, lat, ep,
                  r['test']['nll']['mean'], r['test']['nll']['stderr'], r['k_nll'],
                  '/'.join(map(str, r['active_units'])),  # per stochastic layer, h1 first
                  r.get('test_pruned', {}).get('nll', {}).get('mean'),
-                 paper, poster.get('nll'), poster.get('active_units')))
+                 paper, poster.get('nll'), poster.get('active_units'),
+                 ', '.join(departures(cfg)) or '–'))
   rows.sort()
   lines = ['| layers | objective | k | latents | epochs | test NLL (ours) | K | active units '
-           '| NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) | poster active units |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|']
+           '| NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) | poster active units '
+           '| departures from the paper |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   fmt = lambda v, p='.2f': '–' if v is None else format(v, p)  # noqa: E731
-  for (layers, obj, k, lat, ep, nll, se, kn, au, pr, paper, pn, pa) in rows:
+  for (layers, obj, k, lat, ep, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
     lines.append(f'| {layers} | {obj.upper()} | {k} | {lat} | {ep} | {nll:.2f} ± {se:.2f} | {kn} '
-                 f'| {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} | {fmt(pa, "d")} |')
+                 f'| {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} | {fmt(pa, "d")} | {dep} |')
+  pairs = paired_differences(results)
+  if pairs:
+    lines += ['', 'Paired differences on the same test images (IWAE − VAE, test NLL; '
+              'negative: IWAE ahead; ± the standard error of the per-image differences):', '',
+              '| layers | k | latents | epochs | IWAE − VAE | paper |',
+              '|---|---|---|---|---|---|']
+    for (layers, k, lat, ep), (diff, se) in sorted(pairs.items()):
+      paper = PAPER.get(('iwae', layers), {}).get(k)
+      paper_vae = PAPER.get(('vae', layers), {}).get(k)
+      ref = '–' if paper is None or paper_vae is None else f'{paper - paper_vae:+.2f}'
+      lines.append(f'| {layers} | {k} | {lat} | {ep} | {diff:+.2f} ± {se:.2f} | {ref} |')
   return '\n'.join(lines) + '\n'
+
+
+def per_image(result, name='test_log_likelihood'):
+  """A result's per-image estimates (``[num_test]``), or None if not stored."""
+  if 'per_image' not in result or 'path' not in result:
+    return None
+  path = os.path.join(os.path.dirname(result['path']), result['per_image'])
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    return f[name].astype(np.float64) if name in f else None
+
+
+def paired_differences(results):
+  """IWAE - VAE test NLL at the same layers, k, latents and epochs, on the
+  same binarised test images (same data checksum, evaluation seed, K and
+  images), from the per-image estimates.
+
+  Returns:
+    ``{(layers, k, latents, epochs): (mean difference, standard error)}``;
+    the standard error is that of the per-image differences, far smaller
+    than either model's own, since the images' difficulty cancels.
+  """
+  by_key = {}
+  for r in results:
+    layers, obj, k, lat, ep = _key(r)
+    by_key.setdefault((layers, k, lat, ep), {})[obj] = r
+  out = {}
+  for key, pair in by_key.items():
+    a, b = pair.get('iwae'), pair.get('vae')
+    if a is None or b is None or key[1] == 1:
+      continue
+    same = ('data_sha256', 'eval_binarization_seed', 'num_test', 'k_nll')
+    if any(a.get(f) != b.get(f) for f in same):
+      continue
+    la, lb = per_image(a), per_image(b)
+    if la is None or lb is None or la.shape != lb.shape:
+      continue
+    d = -(la - lb)  # NLL difference per image
+    out[key] = (float(d.mean()), float(d.std() / np.sqrt(len(d))))
+  return out
 
 
 BEGIN, END = '<!-- results-table:begin -->', '<!-- results-table:end -->'

@@ -1,46 +1,23 @@
-"""A training run: run directory, checkpoints, schedule, TensorBoard.
+"""A training run: schedule, TensorBoard, checkpoints each epoch, the fit loop.
 
-Layout of a run directory::
+The run directory's layout lives in ``rundir.py``. Resuming: rerunning the
+same command restores the newest readable checkpoint and continues at the
+next epoch, at that epoch's learning rate, with the same data order (each
+epoch's order is a stateless function of seed and epoch) and the same
+per-step noise (a stateless function of seed and step), so an interrupted
+and resumed run follows the uninterrupted one, under any ``--strategy``
+(``distribute.py``): checkpoints hold one copy of each variable whatever the
+number of replicas.
 
-    RUN/config.json         the experiment (refused if a rerun disagrees)
-    RUN/environment.json    versions, data source and checksum, command lines
-    RUN/checkpoints/        tf.train.CheckpointManager (model, optimizer,
-                            epoch, generator state), written every epoch,
-                            the last 3 kept
-    RUN/checkpoints/milestones/  copies kept for good of the checkpoints at
-                            the end of each schedule stage (epochs 1, 4, 13,
-                            40, 121, 364, 1093, 3280)
-    RUN/checkpoints/damaged/     checkpoints found unreadable on resuming,
-                            moved aside for inspection
-    RUN/tensorboard/        train/ and validation/ event files
-
-Resuming: rerunning the same command restores the latest checkpoint and
-continues at the next epoch, at that epoch's learning rate, with the same
-data order (each epoch's order is a stateless function of seed and epoch) and
-the same per-step noise (a stateless function of seed and step), so an
-interrupted and resumed run follows the uninterrupted one, under any
-``--strategy`` (``distribute.py``): checkpoints hold one copy of each
-variable whatever the number of replicas. TensorFlow writes checkpoints to
-temporary names and updates the index file atomically, so a kill during a
-save leaves the previous checkpoint loadable.
-
-Faults of long runs:
-
-* a non-finite training loss, bound or weight stops the run with a
-  ``DivergenceError`` before anything is saved, so every checkpoint holds
-  finite values and the last good one stays the latest;
-* on resuming, every tensor of the newest checkpoint is read back (the
-  bundle reader checks each tensor's CRC32C) before it is used; a damaged one
-  (a truncated data file, say) is moved to ``checkpoints/damaged/`` with a
-  warning, and the next newest readable checkpoint, rolling or milestone, is
-  used instead.
+A non-finite training loss (checked after every compiled call), bound or
+weight (after every epoch) stops the run with a ``DivergenceError`` before
+anything is saved, so every checkpoint holds finite values and the last good
+one stays the latest; milestone checkpoints are kept for good at the end of
+each schedule stage (``rundir.py``).
 """
 
-import json
 import os
-import platform
 import shutil
-import sys
 
 import keras
 import numpy as np
@@ -49,20 +26,14 @@ import tensorflow as tf
 from iwae_tf import config as config_lib
 from iwae_tf import data as data_lib
 from iwae_tf import distribute
+from iwae_tf import errors
 from iwae_tf import metrics
 from iwae_tf import model as model_lib
 from iwae_tf import objectives
+from iwae_tf import rundir
 
 
-class RunDirError(ValueError):
-  """A run directory that cannot be used for this configuration."""
-
-
-class DamagedCheckpointError(RunDirError):
-  """A checkpoint whose files cannot be read back."""
-
-
-class DivergenceError(ValueError):
+class DivergenceError(errors.IWAEError):
   """Training produced a non-finite loss, bound or weight; nothing was saved."""
 
 
@@ -76,67 +47,13 @@ def check_finite(value, what, where, run_dir):
     run_dir: the run directory, for the message.
   """
   if not np.isfinite(value):
-    saved = saved_checkpoints(run_dir)
+    saved = rundir.saved_checkpoints(run_dir)
     kept = (f'{saved[0]} (finite) stays the latest checkpoint, and rerunning resumes there '
             'into the same noise' if saved else 'no checkpoint had been written')
     raise DivergenceError(
         f'{where}: {what} is {value}; stopped before saving: {kept}; try a lower '
         '--learning_rate or a larger --adam_epsilon in a new --run_dir')
 
-
-def write_json_atomic(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
-def read_config(run_dir):
-  """The ``TrainConfig`` saved in a run directory."""
-  path = os.path.join(run_dir, 'config.json')
-  if not os.path.exists(path):
-    raise RunDirError(f'{run_dir}: not a run directory (no config.json)')
-  try:
-    with open(path) as f:
-      return config_lib.TrainConfig.from_dict(json.load(f))
-  except (ValueError, KeyError, TypeError) as e:
-    raise RunDirError(f'{path}: unreadable run configuration ({e})') from None
-
-
-def prepare_run_dir(config, splits):
-  """Creates or checks the run directory; records config and environment.
-
-  Raises:
-    RunDirError: the directory holds a run of a different experiment.
-  """
-  run_dir = config.run_dir
-  if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-    raise RunDirError(f'{run_dir}: exists and is not a directory')
-  os.makedirs(run_dir, exist_ok=True)
-  cfg_path = os.path.join(run_dir, 'config.json')
-  if os.path.exists(cfg_path):
-    old = read_config(run_dir).identity()
-    new = config.identity()
-    if old != new:
-      diffs = [f'{k}: {old[k]} -> {new[k]}' for k in new if old[k] != new[k]]
-      raise RunDirError(f'{run_dir}: holds a different experiment ({"; ".join(diffs)}); '
-                        'use another --run_dir')
-  write_json_atomic(cfg_path, config.to_dict())
-  env_path = os.path.join(run_dir, 'environment.json')
-  env = {}
-  if os.path.exists(env_path):
-    with open(env_path) as f:
-      env = json.load(f)
-  env.update({
-      'python': sys.version, 'platform': platform.platform(),
-      'tensorflow': tf.__version__, 'keras': keras.__version__,
-      'tensorflow_probability': __import__('tensorflow_probability').__version__,
-      'numpy': np.__version__, 'data_source': splits.source,
-      'data_sha256': splits.sha256,
-  })
-  env.setdefault('invocations', []).append(' '.join(sys.argv))
-  write_json_atomic(env_path, env)
 
 
 def build_model(config, x_train=None):
@@ -155,151 +72,6 @@ def build_optimizer(config, model):
   optimizer.build(model.trainable_variables)
   model.optimizer = optimizer
   return optimizer
-
-
-def _variable_tree(variables, names):
-  """A checkpointable node holding ``variables`` under ``names``."""
-  node = tf.train.Checkpoint()
-  for name, v in zip(names, variables):
-    setattr(node, name.replace('/', '__'), v)
-  return node
-
-
-def make_checkpoint(model, optimizer=None):
-  """The checkpoint object shared by training and evaluation.
-
-  Keras 3 keeps sub-layers and optimizer slots in its own tracked lists,
-  which ``tf.train.Checkpoint`` does not traverse, so the variables are
-  listed explicitly: the model's by their paths (stable, since every layer
-  is named), the optimizer's by position (Keras creates them in the order
-  of the model's trainable variables).
-  """
-  epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
-  kwargs = {'model': _variable_tree(model.weights, [v.path for v in model.weights]),
-            'rng': model.rng, 'epoch': epoch}
-  if optimizer is not None:
-    kwargs['optimizer'] = _variable_tree(
-        optimizer.variables, [f'slot_{i:04d}' for i in range(len(optimizer.variables))])
-  return tf.train.Checkpoint(**kwargs), epoch
-
-
-def checkpoint_manager(checkpoint, run_dir, max_to_keep=3):
-  return tf.train.CheckpointManager(checkpoint, checkpoint_dir(run_dir),
-                                    max_to_keep=max_to_keep)
-
-
-def checkpoint_dir(run_dir):
-  return os.path.join(run_dir, 'checkpoints')
-
-
-def milestone_dir(run_dir):
-  return os.path.join(checkpoint_dir(run_dir), 'milestones')
-
-
-def checkpoint_path(run_dir, epoch):
-  """The checkpoint of ``epoch``: the rolling one if kept, else the milestone."""
-  rolling = os.path.join(checkpoint_dir(run_dir), f'ckpt-{epoch}')
-  milestone = os.path.join(milestone_dir(run_dir), f'ckpt-{epoch}')
-  return milestone if (not tf.io.gfile.exists(rolling + '.index')
-                       and tf.io.gfile.exists(milestone + '.index')) else rolling
-
-
-def _checkpoint_files(prefix):
-  return tf.io.gfile.glob(prefix + '.index') + tf.io.gfile.glob(prefix + '.data-*')
-
-
-def _epoch_of(prefix):
-  return int(prefix.rsplit('-', 1)[1])
-
-
-def saved_checkpoints(run_dir):
-  """Every checkpoint prefix of a run, rolling and milestones, newest epoch
-  first (at equal epochs the rolling one first). Found from the files, not
-  from the manager's state file, which may itself be damaged."""
-  found = []
-  for kind, directory in enumerate((checkpoint_dir(run_dir), milestone_dir(run_dir))):
-    for index in tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index')):
-      prefix = index[:-len('.index')]
-      if prefix.rsplit('-', 1)[1].isdigit():
-        found.append((-_epoch_of(prefix), kind, prefix))
-  return [prefix for _, _, prefix in sorted(found)]
-
-
-def verify_checkpoint(prefix):
-  """Reads back every tensor of a checkpoint.
-
-  Raises:
-    DamagedCheckpointError: the checkpoint cannot be read; the bundle reader
-      verifies each tensor's CRC32C, so truncated or altered data files are
-      caught here.
-  """
-  # What TensorFlow raises depends on the damage: OpErrors for missing or
-  # unreadable files, IndexError for a truncated data file, RuntimeError
-  # for a checksum mismatch.
-  try:
-    reader = tf.train.load_checkpoint(prefix)
-    for name in reader.get_variable_to_shape_map():
-      reader.get_tensor(name)
-  except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
-    first = (str(e).strip().splitlines() or [''])[0][:200]
-    raise DamagedCheckpointError(f'{prefix}: {type(e).__name__}: {first}') from None
-
-
-def _quarantine(prefix, run_dir):
-  """Moves a damaged checkpoint's files to ``checkpoints/damaged/``."""
-  target = os.path.join(checkpoint_dir(run_dir), 'damaged')
-  os.makedirs(target, exist_ok=True)
-  tag = 'milestone-' if os.path.dirname(prefix) == milestone_dir(run_dir) else ''
-  for f in _checkpoint_files(prefix):
-    os.replace(f, os.path.join(target, tag + os.path.basename(f)))
-  return target
-
-
-def restore_newest_readable(checkpoint, run_dir, warn=None):
-  """Restores the newest checkpoint of ``run_dir`` that can be read.
-
-  Damaged checkpoints newer than it are moved aside, with a warning, and the
-  manager's state file is rewritten to list the rolling checkpoints left, so
-  that the next save neither overwrites the damaged files nor points at them.
-
-  Returns:
-    The restored prefix, or None when the run has no checkpoint yet.
-
-  Raises:
-    RunDirError: checkpoints exist but none is readable.
-  """
-  warn = warn or (lambda msg: print(msg, file=sys.stderr))
-  candidates = saved_checkpoints(run_dir)
-  for prefix in candidates:
-    try:
-      verify_checkpoint(prefix)
-    except DamagedCheckpointError as e:
-      where = _quarantine(prefix, run_dir)
-      warn(f'warning: {prefix} is damaged ({str(e)[len(prefix) + 2:]}); '
-           f'its files were moved to {where}; trying an older checkpoint')
-      continue
-    # A readable checkpoint that does not fit the model is not damage: stop,
-    # moving nothing.
-    try:
-      checkpoint.restore(prefix).assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-      raise RunDirError(f'{prefix}: does not fit this model ({first[:200]})') from None
-    if candidates[0] != prefix:  # the state file may name moved checkpoints
-      rolling = [p for p in saved_checkpoints(run_dir)
-                 if os.path.dirname(p) == checkpoint_dir(run_dir)]
-      state = os.path.join(checkpoint_dir(run_dir), 'checkpoint')
-      if rolling:
-        tf.compat.v1.train.update_checkpoint_state(
-            checkpoint_dir(run_dir), rolling[0],
-            all_model_checkpoint_paths=list(reversed(rolling)))
-      elif os.path.exists(state):
-        os.remove(state)
-    return prefix
-  if candidates:
-    raise RunDirError(f'{checkpoint_dir(run_dir)}: no readable checkpoint left (the damaged '
-                      'ones are in checkpoints/damaged/); use a new --run_dir')
-  return None
 
 
 def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
@@ -427,24 +199,19 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 class SaveCheckpoint(keras.callbacks.Callback):
   """Saves model, optimizer, generator state and the epoch count each epoch,
-  and keeps for good a copy of the checkpoints at ``milestones`` epochs."""
+  and keeps for good a copy of the checkpoints at ``milestones`` epochs in
+  ``run_dir`` (None: no milestones, as for a non-chief worker)."""
 
-  def __init__(self, manager, epoch_var, milestones=(), milestone_dir=None):
+  def __init__(self, manager, epoch_var, milestones=(), run_dir=None):
     super().__init__()
     self.manager, self.epoch_var = manager, epoch_var
-    self.milestones, self.milestone_dir = set(milestones), milestone_dir
+    self.milestones, self.run_dir = set(milestones), run_dir
 
   def on_epoch_end(self, epoch, logs=None):
     self.epoch_var.assign(epoch + 1)
     prefix = self.manager.save(checkpoint_number=epoch + 1)
-    if self.milestone_dir and epoch + 1 in self.milestones:
-      os.makedirs(self.milestone_dir, exist_ok=True)
-      # Data files first, the index last: a milestone is complete once its
-      # index exists.
-      for f in sorted(_checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
-        tmp = os.path.join(self.milestone_dir, '.tmp-' + os.path.basename(f))
-        shutil.copyfile(f, tmp)
-        os.replace(tmp, os.path.join(self.milestone_dir, os.path.basename(f)))
+    if self.run_dir and epoch + 1 in self.milestones:
+      rundir.keep_milestone(prefix, self.run_dir)
 
 
 def steps_per_execution(steps_per_epoch, requested):
@@ -525,21 +292,21 @@ def train(config):
     raise data_lib.DataError(f'{splits.source}: {len(splits.x_train)} training images '
                              f'is fewer than one batch of {config.optim.batch_size}')
   if chief:
-    prepare_run_dir(config, splits)
+    rundir.prepare_run_dir(config, splits)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(config, splits.x_train)
     optimizer = build_optimizer(config, model)
-    checkpoint, epoch_var = make_checkpoint(model, optimizer)
+    checkpoint, epoch_var = rundir.make_checkpoint(model, optimizer)
     if chief:
-      restore_newest_readable(checkpoint, config.run_dir)
+      rundir.restore_newest_readable(checkpoint, config.run_dir)
     else:
-      latest = tf.train.latest_checkpoint(checkpoint_dir(config.run_dir))
+      latest = tf.train.latest_checkpoint(rundir.checkpoint_dir(config.run_dir))
       if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
     compile_model(model, optimizer, config, len(splits.x_train))
   save_dir = distribute.scratch_dir(strategy, config.run_dir)
-  manager = checkpoint_manager(checkpoint, save_dir)
+  manager = rundir.checkpoint_manager(checkpoint, save_dir)
   start, total = int(epoch_var.numpy()), config.total_epochs
   if start >= total:
     print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
@@ -560,7 +327,7 @@ def train(config):
                                           config.objective.k, subset, valid,
                                           config.data.eval_seed, config.run_dir))
   callbacks.append(SaveCheckpoint(manager, epoch_var, config_lib.STAGE_ENDS,
-                                  milestone_dir(config.run_dir) if chief else None))
+                                  config.run_dir if chief else None))
   try:
     fit_epochs(model, splits.x_train, config, start, total, callbacks, strategy)
   finally:

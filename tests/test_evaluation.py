@@ -11,6 +11,7 @@ import tensorflow_probability as tfp
 from iwae_tf import config
 from iwae_tf import evaluation
 from iwae_tf import metrics
+from iwae_tf import rundir
 from iwae_tf import training
 from test_model import binary, make_model
 from test_training import tiny_config
@@ -26,12 +27,22 @@ def run_dir(tmp_path_factory):
 
 
 def test_evaluate_run_writes_results(run_dir):
+  results = os.path.join(os.path.dirname(run_dir), 'results')
   r = evaluation.evaluate_run(run_dir, k_nll=200, ks=(1, 5), limit_test=40, batch_size=20,
-                              chunk=64, train_subset=20, prune=True, progress=lambda s: None)
-  path = os.path.join(run_dir, 'results', 'eval-ckpt2-K200-n40.json')
+                              chunk=64, train_subset=20, prune=True, progress=lambda s: None,
+                              results_root=results)
+  path = os.path.join(results, 'run', 'eval-ckpt2-K200-n40.json')
   with open(path) as f:
     saved = json.load(f)
   assert saved == json.loads(json.dumps(r))
+  # The per-image estimates beside it average to the reported NLL.
+  with np.load(path.replace('.json', '.npz')) as f:
+    assert f['test_log_likelihood'].shape == (40,)
+    np.testing.assert_allclose(-f['test_log_likelihood'].mean(), t_nll := saved['test']['nll']['mean'],
+                               rtol=1e-6)
+    np.testing.assert_allclose(-f['test_pruned_log_likelihood'].mean(),
+                               saved['test_pruned']['nll']['mean'], rtol=1e-6)
+  assert t_nll > 0 and saved['test_size'] == 10000
   assert saved['epoch'] == 2 and saved['checkpoint'].endswith('ckpt-2')
   assert saved['k_nll'] == 200 and saved['num_test'] == 40 and len(saved['data_sha256']) == 64
   t = saved['test']
@@ -41,10 +52,12 @@ def test_evaluate_run_writes_results(run_dir):
   assert len(saved['active_units']) == 1 and len(saved['pruned_units'][0]) == 3 - saved['active_units'][0]
 
 
-def test_results_are_not_overwritten_silently(run_dir):
-  kw = dict(k_nll=10, ks=(1,), limit_test=20, batch_size=20, progress=lambda s: None)
+def test_results_are_not_overwritten_silently(run_dir, tmp_path):
+  kw = dict(k_nll=10, ks=(1,), limit_test=20, batch_size=20, progress=lambda s: None,
+            results_root=str(tmp_path))
   evaluation.evaluate_run(run_dir, **kw)
-  path = os.path.join(run_dir, 'results', 'eval-ckpt2-K10-n20.json')
+  path = rundir.result_path(run_dir, 2, 10, 20, str(tmp_path))
+  assert path == os.path.join(tmp_path, 'run', 'eval-ckpt2-K10-n20.json')
   before = open(path).read()
   with pytest.raises(evaluation.EvaluationError, match='exists'):
     evaluation.evaluate_run(run_dir, **kw)
@@ -59,7 +72,7 @@ def test_missing_and_mismatched_runs(run_dir, tmp_path):
   with pytest.raises(evaluation.EvaluationError, match='no such run directory'):
     evaluation.evaluate_run(str(tmp_path / 'nothing'))
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(training.RunDirError, match='no config.json'):
+  with pytest.raises(rundir.RunDirError, match='no config.json'):
     evaluation.evaluate_run(str(tmp_path / 'empty'))
   with pytest.raises(evaluation.EvaluationError, match='no such checkpoint'):
     evaluation.restore(run_dir, checkpoint='99')
@@ -120,9 +133,9 @@ def test_table_and_readme_block(tmp_path):
                          fake_result('iwae', 5, [100, 50], 87.0, [30, 11])])
   lines = md.strip().splitlines()
   assert len(lines) == 5
-  assert lines[-1] == '| 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – |'
-  assert '| 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 |' in lines
-  assert '| 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – |' in lines
+  assert lines[-1] == '| 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – | – |'
+  assert '| 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 | – |' in lines
+  assert '| 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – | – |' in lines
   readme = tmp_path / 'README.md'
   readme.write_text(f'intro\n{evaluation.BEGIN}\nold\n{evaluation.END}\nrest\n')
   evaluation.write_table(md, str(readme))
@@ -135,10 +148,77 @@ def test_table_and_readme_block(tmp_path):
 
 def test_collect_keeps_full_test_results_only(tmp_path):
   for name, n, epoch in [('a', 10000, 70), ('a', 10000, 30), ('b', 500, 70)]:
-    d = tmp_path / name / 'results'
+    d = tmp_path / name
     d.mkdir(parents=True, exist_ok=True)
     r = fake_result('iwae', 5, [50], 89.0 + epoch / 100, [20], epoch)
-    r['run_dir'], r['num_test'] = name, n
+    r['num_test'] = n
     (d / f'eval-{epoch}.json').write_text(json.dumps(r))
   got = evaluation.collect(str(tmp_path))
-  assert [(r['run_dir'], r['epoch']) for r in got] == [('a', 70)]
+  assert [(r['run'], r['epoch']) for r in got] == [('a', 70)]
+  # Another data set's full test set is a full test set too.
+  r = fake_result('vae', 1, [50], 100.0, [9])
+  r['num_test'] = r['test_size'] = 8070
+  (tmp_path / 'c').mkdir()
+  (tmp_path / 'c' / 'eval-70.json').write_text(json.dumps(r))
+  assert sorted(r['run'] for r in evaluation.collect(str(tmp_path))) == ['a', 'c']
+
+
+def test_paired_differences_from_per_image_estimates(tmp_path):
+  """The paired standard error is that of the per-image differences: small
+  when the runs' estimates move together, whatever each run's own spread."""
+  rng = np.random.default_rng(0)
+  difficulty = rng.normal(-90, 25, size=10000)  # shared by both models
+  lls = {'iwae': difficulty + 0.5 + rng.normal(0, 0.2, 10000),
+         'vae': difficulty + rng.normal(0, 0.2, 10000)}
+  results = []
+  for obj, ll in lls.items():
+    d = tmp_path / f'{obj}_k5'
+    d.mkdir()
+    np.savez_compressed(d / 'eval.npz', test_log_likelihood=ll.astype(np.float32))
+    r = fake_result(obj, 5, [50], float(-ll.mean()), [20])
+    r.update(per_image='eval.npz', data_sha256='x', eval_binarization_seed=0)
+    (d / 'eval-70.json').write_text(json.dumps(r))
+    results.append(r)
+  got = evaluation.collect(str(tmp_path))
+  diff, se = evaluation.paired_differences(got)[(1, 5, '50', 70)]
+  d = -(lls['iwae'] - lls['vae'])
+  assert diff == pytest.approx(d.mean(), abs=1e-3) and diff == pytest.approx(-0.5, abs=0.02)
+  assert se == pytest.approx(d.std() / 100, rel=1e-2)
+  assert se < 0.1 * results[0]['test']['nll']['stderr']  # far below each run's own +-
+  md = evaluation.table(got)
+  assert f'| 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 |' in md
+  # Different test images (another evaluation seed): no pairing.
+  r = json.loads((tmp_path / 'vae_k5' / 'eval-70.json').read_text())
+  r['eval_binarization_seed'] = 1
+  (tmp_path / 'vae_k5' / 'eval-70.json').write_text(json.dumps(r))
+  assert not evaluation.paired_differences(evaluation.collect(str(tmp_path)))
+
+
+def test_departures_from_the_paper_are_flagged():
+  cfg = config.TrainConfig().to_dict()
+  assert evaluation.departures(json.loads(json.dumps(cfg))) == []
+  cfg['optim']['beta1'] = 0.99
+  cfg['data']['validation_size'] = 400
+  assert evaluation.departures(json.loads(json.dumps(cfg))) == ['beta1=0.99', '400 held out']
+
+
+def test_milestones_and_pretrained_export(tmp_path):
+  cfg = tiny_config(tmp_path / 'run', epochs=5)
+  cfg = config.TrainConfig(**{**cfg.__dict__, 'optim': config.OptimConfig(schedule='paper')})
+  training.train(cfg)
+  kw = dict(k_nll=20, ks=(1,), limit_test=20, batch_size=20, progress=lambda s: None,
+            results_root=str(tmp_path / 'results'))
+  got = evaluation.evaluate_milestones(str(tmp_path / 'run'), **kw)
+  assert sorted(got) == [1, 4, 5]  # the stage ends so far, and the latest
+  again = evaluation.evaluate_milestones(str(tmp_path / 'run'), **kw)  # read back, not redone
+  assert {e: r['test'] for e, r in again.items()} == {e: r['test'] for e, r in got.items()}
+  assert all(again[e]['seconds'] == got[e]['seconds'] for e in got)
+  out = tmp_path / 'pretrained' / 'tiny'
+  evaluation.export_pretrained(str(tmp_path / 'run'), str(out))
+  names = [n for n, _ in tf.train.list_variables(str(out / 'checkpoints' / 'ckpt-5'))]
+  assert not any(n.startswith('optimizer') for n in names)
+  assert os.path.getsize(out / 'checkpoints' / 'ckpt-5.data-00000-of-00001') < 2e6
+  again = evaluation.evaluate_run(str(out), **{**kw, 'results_root': str(tmp_path / 'r2')})
+  assert again['test'] == got[5]['test']  # the same model, the same numbers
+  with pytest.raises(evaluation.EvaluationError, match='not empty'):
+    evaluation.export_pretrained(str(tmp_path / 'run'), str(out))

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from iwae_tf import config
+from iwae_tf import rundir
 from iwae_tf import training
 
 from test_training import ROOT, tiny_config, weights
@@ -35,10 +36,10 @@ def test_diverging_run_stops_before_saving_anything_non_finite(tmp_path, monkeyp
   run = tmp_path / 'run'
   with pytest.raises(training.DivergenceError, match=r'(step|epoch) \d+: .* is (nan|inf|-inf)'):
     training.train(tiny_config(run, epochs=8))
-  saved = training.saved_checkpoints(str(run))
+  saved = rundir.saved_checkpoints(str(run))
   assert saved, 'the two good epochs were checkpointed'
   latest = tf.train.latest_checkpoint(str(run / 'checkpoints'))
-  assert latest == saved[0] and training._epoch_of(latest) < 8
+  assert latest == saved[0] and rundir.epoch_of(latest) < 8
   for prefix in saved:
     for name, value in checkpoint_values(prefix).items():
       if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
@@ -55,7 +56,7 @@ def test_cli_divergence_is_one_line_and_nonzero(tmp_path):
   errors = [l for l in p.stderr.splitlines() if l.startswith('error:')]
   assert len(errors) == 1 and 'is nan' in errors[0] and '--learning_rate' in errors[0], p.stderr
   assert 'done' not in p.stdout
-  assert not training.saved_checkpoints(str(tmp_path / 'r'))  # nothing non-finite was saved
+  assert not rundir.saved_checkpoints(str(tmp_path / 'r'))  # nothing non-finite was saved
 
 
 def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_path):
@@ -67,8 +68,8 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_pa
     f.truncate(os.path.getsize(data) // 2)
   warnings = []
   model = training.build_model(tiny_config(run))
-  ckpt, epoch = training.make_checkpoint(model, training.build_optimizer(tiny_config(run), model))
-  restored = training.restore_newest_readable(ckpt, str(run), warn=warnings.append)
+  ckpt, epoch = rundir.make_checkpoint(model, training.build_optimizer(tiny_config(run), model))
+  restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored.endswith('ckpt-2') and int(epoch.numpy()) == 2
   assert len(warnings) == 1 and 'ckpt-3 is damaged' in warnings[0]
   assert sorted(os.listdir(run / 'checkpoints' / 'damaged')) == [
@@ -87,8 +88,8 @@ def test_altered_bytes_are_caught_by_the_checksums(tmp_path):
   raw = bytearray(data.read_bytes())
   raw[len(raw) // 2] ^= 0xFF
   data.write_bytes(bytes(raw))
-  with pytest.raises(training.DamagedCheckpointError, match='Checksum does not match'):
-    training.verify_checkpoint(str(run / 'checkpoints' / 'ckpt-1'))
+  with pytest.raises(rundir.DamagedCheckpointError, match='Checksum does not match'):
+    rundir.verify_checkpoint(str(run / 'checkpoints' / 'ckpt-1'))
 
 
 def test_milestones_are_kept_at_the_end_of_each_stage(tmp_path):
@@ -99,8 +100,8 @@ def test_milestones_are_kept_at_the_end_of_each_stage(tmp_path):
       'ckpt-1.data-00000-of-00001', 'ckpt-1.index', 'ckpt-4.data-00000-of-00001', 'ckpt-4.index']
   assert not (run / 'checkpoints' / 'ckpt-1.index').exists()  # rolled out, the milestone stays
   one_epoch = training.train(paper_config(tmp_path / 'one', epochs=1))
-  values = checkpoint_values(training.checkpoint_path(str(run), 1))
-  assert training.checkpoint_path(str(run), 1).startswith(str(milestones))
+  values = checkpoint_values(rundir.checkpoint_path(str(run), 1))
+  assert rundir.checkpoint_path(str(run), 1).startswith(str(milestones))
   for v in one_epoch.weights:
     key = f"model/{v.path.replace('/', '__')}/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_allclose(values[key], v.numpy(), rtol=1e-6)
@@ -115,8 +116,8 @@ def test_every_rolling_checkpoint_damaged_falls_back_to_a_milestone(tmp_path):
       (run / 'checkpoints' / name).write_bytes(b'garbage')
   warnings = []
   model = training.build_model(paper_config(run, 6))
-  ckpt, epoch = training.make_checkpoint(model, training.build_optimizer(paper_config(run, 6), model))
-  restored = training.restore_newest_readable(ckpt, str(run), warn=warnings.append)
+  ckpt, epoch = rundir.make_checkpoint(model, training.build_optimizer(paper_config(run, 6), model))
+  restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored == str(run / 'checkpoints' / 'milestones' / 'ckpt-4')
   assert int(epoch.numpy()) == 4 and len(warnings) == 3
   assert not os.path.exists(run / 'checkpoints' / 'checkpoint')  # no stale state left

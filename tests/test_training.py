@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from iwae_tf import config
 from iwae_tf import logs
+from iwae_tf import rundir
 from iwae_tf import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,8 +70,8 @@ def test_interrupted_run_resumes_exactly(tmp_path):
   resumed = training.train(tiny_config(tmp_path / 'b', epochs=3))
   for u, v in zip(weights(straight), weights(resumed)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
-  assert training.checkpoint_manager(
-      training.make_checkpoint(resumed)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
+  assert rundir.checkpoint_manager(
+      rundir.make_checkpoint(resumed)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
 
 
 def test_training_images_stay_out_of_checkpoints(tmp_path):
@@ -86,9 +87,9 @@ def test_different_experiment_is_refused_and_nothing_is_touched(tmp_path):
   training.train(tiny_config(tmp_path / 'run'))
   before = {f: os.path.getmtime(os.path.join(tmp_path / 'run', f)) for f in ('config.json',)}
   ckpts = sorted(os.listdir(tmp_path / 'run' / 'checkpoints'))
-  with pytest.raises(training.RunDirError, match='different experiment'):
+  with pytest.raises(rundir.RunDirError, match='different experiment'):
     training.train(tiny_config(tmp_path / 'run', latents=(4,)))
-  with pytest.raises(training.RunDirError, match='objective'):
+  with pytest.raises(rundir.RunDirError, match='objective'):
     training.train(tiny_config(tmp_path / 'run', k=3))
   assert os.path.getmtime(tmp_path / 'run' / 'config.json') == before['config.json']
   assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ckpts
