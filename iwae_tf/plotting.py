@@ -109,13 +109,16 @@ def line_panels(panels):
 
   Args:
     panels: list of dicts with ``series`` (``{name: (x, y)}``), ``xlabel``,
-      ``ylabel`` and optionally ``title``, ``logx``, ``xticks``.
+      ``ylabel`` and optionally ``title``, ``logx``, ``xticks``, and
+      ``hlines`` (``{name: y}``: a dashed line in that series' colour).
   """
   fig = _figure(5 * len(panels), 3.5)
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
   for ax, panel in zip(axes, panels):
     for name, (x, y) in panel['series'].items():
-      ax.plot(x, y, marker='o' if len(x) < 20 else None, label=name)
+      line, = ax.plot(x, y, marker='o' if len(x) < 20 else None, label=name)
+      if name in panel.get('hlines', {}):
+        ax.axhline(panel['hlines'][name], color=line.get_color(), linestyle='--', linewidth=1)
     if panel.get('logx'):
       ax.set_xscale('log')
     if panel.get('xticks') is not None:

@@ -1,24 +1,29 @@
-"""Regenerates every figure of the README from the project's own runs.
+"""Regenerates every figure of the README from the project's own runs and results.
 
-  python plots/regenerate.py                      # figures from existing runs
+  python plots/regenerate.py                      # figures from existing runs and results
   python plots/regenerate.py --train_missing      # first train the 2-D runs it needs
   python plots/regenerate.py --train_missing --train_poster   # and the 50-latent runs (long)
-  python plots/regenerate.py --figures=nll_vs_k,training_curves   # only these (the others'
-                                                  # entries in measurements.json are kept)
+  python plots/regenerate.py --figures=nll_vs_k,learning_curve   # only these
 
 Figures (written to --out_dir, with the numbers they show in measurements.json):
   latent_scatter.png   2-D latent posterior means of test digits: VAE/IWAE at k = 1, 5, 50
   reweighting.png      reconstructions from plain q samples vs importance-resampled (q_IW) ones
   posterior_shapes.png true posterior, q and q_IW (k = 1, 5, 50) on a grid, 2-D latent model
-  nll_vs_k.png         test NLL (K = 5000) and active units vs k, from evaluate.py's results
+  nll_vs_k.png         test NLL (K = 5000) and active units vs k, from the committed results
+  learning_curve.png   test NLL at the schedule's stage ends (paper schedule), from the results
   training_curves.png  -L_k and active units per epoch, read back from TensorBoard logs
   gradient_snr.png     encoder/decoder gradient signal-to-noise ratio vs k, IWAE vs DReG
 
-The 2-D runs live in RUNS/latent2_<objective>_k<k>; the 50-latent runs used for the NLL,
-reweighting and training-curve figures are RUNS/poster_<objective>_k<k> (train.py with
---schedule=poster, then evaluate.py). A figure whose runs are missing is skipped with a note.
+Runs are found where train.py puts them (``rundir.default_run_dir``): the 2-D
+runs are runs/<objective>_k<k>_2_poster (--latents=2 --epochs=10), the 50-latent
+ones runs/<objective>_k<k>_50_poster; a model under pretrained/<name> is used in
+place of runs/<name>. A figure whose runs or results are missing is skipped,
+with the command that makes them, and its PNG and measurements are kept:
+measurements.json is only ever updated with the figures drawn.
 """
 
+import dataclasses
+import glob
 import json
 import os
 import sys
@@ -32,7 +37,7 @@ cli.quiet_tensorflow()
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-flags.DEFINE_string('runs_root', 'runs', 'Where the runs are.')
+flags.DEFINE_string('results_root', 'results', 'Where evaluate.py\'s results are.')
 flags.DEFINE_string('out_dir', 'figures', 'Where the figures go.')
 flags.DEFINE_bool('train_missing', False, 'Train the missing 2-D latent runs first (about '
                   '15 minutes on 2 cores at the default 10 epochs).')
@@ -52,45 +57,58 @@ POSTER = [('vae', 1), ('vae', 5), ('vae', 50), ('iwae', 5), ('iwae', 50)]
 KS = (1, 5, 50)
 
 
-def _run(kind, objective, k):
-  return os.path.join(FLAGS.runs_root, f'{kind}_{objective}_k{k}')
+def _config(objective, k, latents):
+  """The configuration of a figure's run, as ``train.py`` would make it."""
+  from iwae_tf import config as c
+  from iwae_tf import rundir
+  cfg = c.TrainConfig(model=c.ModelConfig(latents=latents, hidden=c.default_hidden(latents)),
+                      objective=c.ObjectiveConfig(objective, k),
+                      optim=c.OptimConfig(schedule='poster'), verbose=2,
+                      epochs=FLAGS.latent2_epochs if latents == (2,) else None)
+  return dataclasses.replace(cfg, run_dir=rundir.default_run_dir(cfg))
+
+
+def _command(objective, k, latents):
+  epochs = f' --epochs={FLAGS.latent2_epochs}' if latents == (2,) else ''
+  return (f'python train.py --latents={",".join(map(str, latents))} --objective={objective} '
+          f'--k={k} --schedule=poster{epochs}')
+
+
+def _run(objective, k, latents):
+  """The run directory of a figure's model: pretrained/<name> if there, else runs/<name>."""
+  from iwae_tf import rundir
+  run_dir = _config(objective, k, latents).run_dir
+  pretrained = os.path.join(rundir.PRETRAINED_ROOT, os.path.basename(run_dir))
+  return pretrained if _has_checkpoint(pretrained) else run_dir
 
 
 def _has_checkpoint(run_dir):
-  return os.path.exists(os.path.join(run_dir, 'checkpoints', 'checkpoint'))
+  from iwae_tf import rundir
+  return bool(rundir.saved_checkpoints(run_dir))
 
 
-def _restore(run_dir, figure, hint=''):
-  """``(model, epoch)`` of a run's latest checkpoint, or None (and a note) if missing."""
+def _restore(objective, k, latents, figure):
+  """``(run_dir, model, epoch)`` of a figure's run, or None (and a note) if missing."""
   from iwae_tf import evaluation
+  run_dir = _run(objective, k, latents)
   if not _has_checkpoint(run_dir):
-    print(f'{figure}: {run_dir} missing{hint}')
+    print(f'{figure}: skipped, {run_dir} is missing; make it with: '
+          f'{_command(objective, k, latents)}')
     return None
   _, model, _, epoch = evaluation.restore(run_dir)
-  return model, epoch
+  return run_dir, model, epoch
 
 
-def train_latent2(objective, k):
-  from iwae_tf import config as c
-  from iwae_tf import training
-  cfg = c.TrainConfig(
-      model=c.ModelConfig(latents=(2,), hidden=c.default_hidden((2,))),
-      objective=c.ObjectiveConfig(objective, k), optim=c.OptimConfig(schedule='poster'),
-      epochs=FLAGS.latent2_epochs, run_dir=_run('latent2', objective, k), verbose=2)
-  print(f'training {cfg.run_dir} for {cfg.total_epochs} epochs')
-  training.train(cfg)
-
-
-def train_poster(objective, k):
-  from iwae_tf import config as c
+def train_missing(objective, k, latents, evaluate=False):
   from iwae_tf import evaluation, training
-  run_dir = _run('poster', objective, k)
-  cfg = c.TrainConfig(objective=c.ObjectiveConfig(objective, k),
-                      optim=c.OptimConfig(schedule='poster'), run_dir=run_dir, verbose=2)
-  print(f'training {run_dir} for {cfg.total_epochs} epochs')
-  training.train(cfg)
-  if not os.path.exists(os.path.join(run_dir, 'results', 'eval-ckpt70-K5000.json')):
-    evaluation.evaluate_run(run_dir)
+  cfg = _config(objective, k, latents)
+  print(f'training {cfg.run_dir} for {cfg.total_epochs} epochs')
+  training.train(cfg)  # resumes, or returns at once when complete
+  if evaluate:
+    done = evaluation.collect(FLAGS.results_root)
+    if not any(r['run'] == os.path.basename(cfg.run_dir) and r['epoch'] == cfg.total_epochs
+               for r in done):
+      evaluation.evaluate_run(cfg.run_dir, results_root=FLAGS.results_root)
 
 
 def save(fig, name):
@@ -105,7 +123,7 @@ def scatter(test, measurements):
   panels, samples = [], []
   x = test['x'][:FLAGS.test_images]
   for objective, k in LATENT2:
-    run = _run('latent2', objective, k)
+    run = _run(objective, k, (2,))
     if not _has_checkpoint(run):
       continue
     _, model, _, epoch = evaluation.restore(run)
@@ -116,7 +134,8 @@ def scatter(test, measurements):
       panels.append(('IWAE k=1 (= VAE k=1)', panels[-1][1]))
       samples.append(samples[-1])
   if not panels:
-    print('latent_scatter.png: no 2-D runs (use --train_missing)')
+    print('latent_scatter.png: skipped, no 2-D runs; make them with: '
+          'python plots/regenerate.py --train_missing')
     return
   save(plotting.latent_scatter(panels, test['y'][:FLAGS.test_images], samples), 'latent_scatter.png')
   measurements['latent_scatter'] = {'panels': [t for t, _ in panels], 'images': int(len(x))}
@@ -125,11 +144,10 @@ def scatter(test, measurements):
 def reweighting(test, measurements):
   import tensorflow as tf
   from iwae_tf import plotting, posterior
-  run = _run('poster', 'iwae', 5)
-  restored = _restore(run, 'reweighting.png')
+  restored = _restore('iwae', 5, (50,), 'reweighting.png')
   if restored is None:
     return
-  model, epoch = restored
+  run, model, epoch = restored
   gains = posterior.reweighting_gain(model, test['x'][:1000], KS, seed=0)
   x = tf.constant(test['x'][:12])
   rows, names = [test['x'][:12]], ['data']
@@ -150,11 +168,10 @@ def posterior_shapes(test, measurements):
   import numpy as np
   import tensorflow as tf
   from iwae_tf import plotting, posterior
-  run = _run('latent2', 'vae', 1)
-  restored = _restore(run, 'posterior_shapes.png', ' (use --train_missing)')
+  restored = _restore('vae', 1, (2,), 'posterior_shapes.png')
   if restored is None:
     return
-  model, epoch = restored
+  run, model, epoch = restored
   rows, labels, extents, tvs, tv_q = [], [], [], {k: [] for k in KS}, []
   for i in range(4):
     x = test['x'][i]
@@ -185,12 +202,13 @@ def posterior_shapes(test, measurements):
 def nll_vs_k(measurements):
   from iwae_tf import evaluation, plotting
   results = {}
-  for r in evaluation.collect(FLAGS.runs_root):
+  for r in evaluation.collect(FLAGS.results_root):
     cfg = r['config']
-    if cfg['model']['latents'] == [50]:
+    if cfg['model']['latents'] == [50] and cfg['optim']['schedule'] == 'poster':
       results[(cfg['objective']['name'], cfg['objective']['k'])] = r
   if (('iwae', 5) not in results) or (('vae', 1) not in results):
-    print('nll_vs_k.png: evaluate the poster runs first')
+    print(f'nll_vs_k.png: skipped, needs results of the poster runs VAE k=1 and IWAE k=5 in '
+          f'{FLAGS.results_root}/; make them with: python plots/regenerate.py --train_poster')
     return
   results.setdefault(('iwae', 1), results[('vae', 1)])  # the same objective at k = 1
   series_nll, series_au = {}, {}
@@ -211,11 +229,44 @@ def nll_vs_k(measurements):
                               for (o, k), r in sorted(results.items())}
 
 
+def learning_curve(measurements):
+  from iwae_tf import evaluation, plotting
+  curves, final = {}, {}
+  for run in sorted(glob.glob(os.path.join(FLAGS.results_root, '*_paper'))):
+    points = {}
+    for path in glob.glob(os.path.join(run, 'eval-ckpt*-K5000.json')):
+      with open(path) as f:
+        r = json.load(f)
+      if evaluation._full_test(r):
+        points[r['epoch']] = r['test']['nll']['mean']
+    if not points:
+      continue
+    cfg = r['config']
+    obj, k, layers = cfg['objective']['name'], cfg['objective']['k'], len(cfg['model']['latents'])
+    name = f'{obj.upper()} k={k}' + ('' if layers == 1 else f', {layers} layers')
+    epochs = sorted(points)
+    curves[name] = (epochs, [points[e] for e in epochs])
+    paper = evaluation.PAPER.get((obj, layers), {}).get(k)
+    if paper is not None:
+      final[name] = paper
+  if not curves:
+    print(f'learning_curve.png: skipped, no results of --schedule=paper runs in '
+          f'{FLAGS.results_root}/; make them with: python train.py --objective=vae --k=1 '
+          '--schedule=paper, then python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones')
+    return
+  fig = plotting.line_panels([
+      dict(series=curves, xlabel='epoch (end of each schedule stage)',
+           ylabel='test NLL (K = 5000, 10,000 images)', logx=True, hlines=final,
+           title="paper schedule; dashed: the paper's values after 3280 epochs")])
+  save(fig, 'learning_curve.png')
+  measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*c)} for n, c in curves.items()}
+
+
 def training_curves(measurements):
   from iwae_tf import logs, plotting
   lk, au = {}, {}
   for objective, k in POSTER:
-    run = _run('poster', objective, k)
+    run = _config(objective, k, (50,)).run_dir
     scalars = logs.read_scalars(os.path.join(run, 'tensorboard'))
     if f'train/L_{k}' not in scalars:
       continue
@@ -224,7 +275,8 @@ def training_curves(measurements):
     steps, values = zip(*scalars['train/active_units/h1'])
     au[f'{objective.upper()} k={k}'] = (steps, values)
   if not lk:
-    print('training_curves.png: no poster runs with logs')
+    print('training_curves.png: skipped, no poster runs with TensorBoard logs in runs/; make '
+          'them with: python plots/regenerate.py --train_poster')
     return
   fig = plotting.line_panels([
       dict(series=lk, xlabel='epoch', ylabel='-L_k (1,000 training images)',
@@ -238,11 +290,10 @@ def training_curves(measurements):
 def gradient_snr(test, measurements):
   from iwae_tf import config as c
   from iwae_tf import metrics, objectives, plotting
-  run = _run('poster', 'iwae', 5)
-  restored = _restore(run, 'gradient_snr.png')
+  restored = _restore('iwae', 5, (50,), 'gradient_snr.png')
   if restored is None:
     return
-  model, epoch = restored
+  run, model, epoch = restored
   ks = (1, 3, 10, 30, 100)
   series = {'encoder': {}, 'decoder': {}}
   for estimator in ('iwae', 'dreg'):
@@ -267,20 +318,21 @@ def main(argv):
   del argv
   from absl import logging
   logging.set_verbosity(logging.WARNING)
-  from iwae_tf import data
+  from iwae_tf import data, rundir
   if FLAGS.train_missing:
     for objective, k in LATENT2:
-      train_latent2(objective, k)  # resumes, or returns at once when complete
+      train_missing(objective, k, (2,))
   if FLAGS.train_poster:
     for objective, k in POSTER:
-      train_poster(objective, k)
+      train_missing(objective, k, (50,), evaluate=True)
   os.makedirs(FLAGS.out_dir, exist_ok=True)
   mnist = data.load_mnist()
   test = {'x': data.binarize_fixed(mnist.x_test, 0), 'y': mnist.y_test}
   figures = {'latent_scatter': lambda m: scatter(test, m),
              'reweighting': lambda m: reweighting(test, m),
              'posterior_shapes': lambda m: posterior_shapes(test, m),
-             'nll_vs_k': nll_vs_k, 'training_curves': training_curves,
+             'nll_vs_k': nll_vs_k, 'learning_curve': learning_curve,
+             'training_curves': training_curves,
              'gradient_snr': lambda m: gradient_snr(test, m)}
   unknown = sorted(set(FLAGS.figures) - set(figures))
   if unknown:
@@ -288,15 +340,19 @@ def main(argv):
                          f'(known: {", ".join(figures)})')
   path = os.path.join(FLAGS.out_dir, 'measurements.json')
   measurements = {}
-  if FLAGS.figures and os.path.exists(path):
+  if os.path.exists(path):
     with open(path) as f:
-      measurements = json.load(f)  # keep the entries of the figures not redrawn
+      measurements = json.load(f)  # the entries of figures not redrawn are kept
+  drawn = {}
   for name, make in figures.items():
     if not FLAGS.figures or name in FLAGS.figures:
-      make(measurements)
-  with open(path, 'w') as f:
-    json.dump(measurements, f, indent=2, sort_keys=True, default=str)
-  print(f'wrote {path}')
+      make(drawn)
+  if not drawn:
+    print(f'no figure drawn; {path} left as it was')
+    return
+  measurements.update(json.loads(json.dumps(drawn, default=str)))
+  rundir.write_json_atomic(path, measurements)
+  print(f'wrote {path} ({", ".join(sorted(drawn))} updated)')
 
 
 if __name__ == '__main__':
