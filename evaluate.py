@@ -51,8 +51,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  cli.start_tensorflow()
   from iwae_tf import evaluation
   if FLAGS.table:
     markdown = evaluation.table(evaluation.collect(FLAGS.results_root))

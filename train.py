@@ -35,7 +35,8 @@ flags.DEFINE_integer('groups', 1, 'M groups of k samples (miwae, piwae).')
 flags.DEFINE_float('beta', 0.5, 'ELBO weight of ciwae.')
 # --- optimisation
 flags.DEFINE_enum('schedule', 'paper', config_names.SCHEDULES,
-                  'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs.')
+                  'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs; '
+                  'continue: 2187 epochs at a tenth of --learning_rate (with --init_from).')
 flags.DEFINE_integer('epochs', None, 'Cut the schedule after this many epochs.')
 flags.DEFINE_integer('batch_size', 20, 'Batch size.')
 flags.DEFINE_float('learning_rate', 1e-3, 'Stage-0 learning rate.')
@@ -47,6 +48,18 @@ flags.DEFINE_string('data', None, "MNIST: a Keras-layout .npz, a directory of ID
                     "or 'keras' for Keras' cache. Default: the embedded copy.")
 flags.DEFINE_integer('validation_size', 0, 'Training images held out for validation.')
 flags.DEFINE_integer('limit_train', None, 'Use only the first N training images.')
+flags.DEFINE_enum('dataset', 'mnist', config_names.DATASETS, 'Data set: mnist (embedded) or '
+                  'omniglot (--data=PATH/chardata.mat, the original IWAE code\'s 28x28 file).')
+flags.DEFINE_integer('shuffle_seed', None, 'Shuffle the training set with this seed before '
+                     'holding out --validation_size images (the original code\'s OMNIGLOT '
+                     'split: --validation_size=1345 --shuffle_seed=123).')
+flags.DEFINE_enum('binarization', 'dynamic', config_names.BINARIZATIONS,
+                  'dynamic: a fresh binarisation of each batch (the paper); fixed: the training '
+                  'set binarised once with --train_binarization_seed (the paper\'s appendix).')
+flags.DEFINE_integer('train_binarization_seed', 0, 'Seed of --binarization=fixed.')
+flags.DEFINE_string('init_from', None, 'Start from the final weights of this run directory '
+                    '(left untouched; recorded in the new run), e.g. a VAE continued as an '
+                    'IWAE with --schedule=continue (the paper\'s Table 2).')
 # --- run
 flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture>).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
@@ -62,7 +75,7 @@ flags.DEFINE_enum('strategy', 'default', config_names.STRATEGIES,
                   'the global batch; results do not depend on the number of replicas.')
 flags.DEFINE_list('devices', [], "mirrored: devices to use, e.g. '/gpu:0,/gpu:1' "
                   '(default: every local GPU).')
-flags.DEFINE_integer('verbose', 1, 'Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.')
+flags.DEFINE_integer('verbose', 1, 'Progress: 0 silent, 1 a line per epoch updated after each compiled call, 2 a line per epoch.')
 
 FLAGS = flags.FLAGS
 
@@ -82,8 +95,10 @@ def make_config():
                           beta2=FLAGS.beta2, epsilon=FLAGS.adam_epsilon,
                           batch_size=FLAGS.batch_size, schedule=FLAGS.schedule),
       data=c.DataConfig(path=FLAGS.data, validation_size=FLAGS.validation_size,
-                        limit_train=FLAGS.limit_train),
-      seed=FLAGS.seed, epochs=FLAGS.epochs,
+                        limit_train=FLAGS.limit_train, dataset=FLAGS.dataset,
+                        shuffle_seed=FLAGS.shuffle_seed, binarization=FLAGS.binarization,
+                        train_binarization_seed=FLAGS.train_binarization_seed),
+      seed=FLAGS.seed, epochs=FLAGS.epochs, init_from=FLAGS.init_from,
       run_dir=FLAGS.run_dir or 'unset',
       steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
       strategy=FLAGS.strategy, devices=tuple(FLAGS.devices), verbose=FLAGS.verbose)
@@ -95,8 +110,7 @@ def make_config():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  cli.start_tensorflow()
   from iwae_tf import training
   config = make_config()
   training.train(config)

@@ -1,14 +1,63 @@
 """Shared entry-point helpers: one-line errors and quiet TensorFlow logs."""
 
+import contextlib
 import os
 import sys
+import tempfile
 
 from iwae_tf import errors
 
 
+# Lines that TensorFlow's C++ runtime writes to stderr while it starts,
+# before its logging honours TF_CPP_MIN_LOG_LEVEL: on a machine without a GPU
+# they report only that there is none.
+START_UP_NOISE = (
+    'All log messages before absl::InitializeLog() is called',
+    'Could not find cuda drivers on your machine',
+    'failed call to cuInit',
+    'oneDNN custom operations are on',
+    'Unable to register cu',
+    'computation placer already registered',
+    'This TensorFlow binary is optimized to use available CPU instructions',
+    'To enable the following instructions',
+)
+
+
 def quiet_tensorflow():
-  """Silences TensorFlow's C++ start-up chatter (call before importing it)."""
+  """Silences TensorFlow's C++ log below errors (call before importing it)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise=START_UP_NOISE):
+  """Holds back what is written to file descriptor 2 (C++ code included) and
+  then replays every line that contains none of ``noise``."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      yield
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      for line in held.read().decode(errors='replace').splitlines(keepends=True):
+        if not any(n in line for n in noise):
+          sys.stderr.write(line)
+      sys.stderr.flush()
+
+
+def start_tensorflow():
+  """Imports TensorFlow and initialises its devices without the start-up
+  noise, and keeps its Python warnings (retracing notes) below errors."""
+  with filtered_stderr():
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    tf.config.list_physical_devices()
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.ERROR)
+  tf.get_logger().setLevel('ERROR')
 
 
 def run_main(main, argv):

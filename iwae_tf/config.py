@@ -5,23 +5,29 @@ mapped once to these dataclasses, which the library takes.
 
 Schedule (Burda et al. 2016, section 5): 8 stages ``i = 0..7``; stage ``i``
 runs ``3**i`` epochs at learning rate ``1e-3 * 10**(-i/7)``: 3280 epochs in
-all. The "poster" schedule is the same schedule cut after 70 epochs.
+all. The "poster" schedule is the same schedule cut after 70 epochs. The
+"continue" schedule is the original code's continuation of a trained model
+(the paper's Table 2): 3**7 = 2187 epochs at the last stage's rate, 1e-4.
 """
 
 import dataclasses
 import json
 from typing import Optional, Tuple
 
+from iwae_tf import data as data_lib
 from iwae_tf import errors
 
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 # Epoch counts at which the paper's stages end: 1, 4, 13, 40, 121, 364, 1093, 3280.
 STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
 POSTER_EPOCHS = 70
-SCHEDULES = ('paper', 'poster')
+CONTINUE_EPOCHS = 3**7  # 2187
+SCHEDULES = ('paper', 'poster', 'continue')
 OBJECTIVES = ('iwae', 'vae')
 ESTIMATORS = ('iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae')
 STRATEGIES = ('default', 'mirrored', 'multiworker')
+DATASETS = tuple(data_lib.DATASETS)
+BINARIZATIONS = ('dynamic', 'fixed')
 
 
 class ConfigError(errors.IWAEError):
@@ -107,6 +113,13 @@ class OptimConfig:
       raise ConfigError(f'unknown schedule {self.schedule!r}; choose from {SCHEDULES}')
     if self.batch_size < 1:
       raise ConfigError(f'batch_size must be >= 1, got {self.batch_size}')
+    if not self.learning_rate > 0:
+      raise ConfigError(f'learning_rate must be > 0, got {self.learning_rate}')
+    for name in ('beta1', 'beta2'):
+      if not 0.0 <= getattr(self, name) < 1.0:
+        raise ConfigError(f'{name} must be in [0, 1), got {getattr(self, name)}')
+    if not self.epsilon > 0:
+      raise ConfigError(f'adam_epsilon must be > 0, got {self.epsilon}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +133,30 @@ class DataConfig:
       from the end of the training set). 0 trains on all 60,000 as the paper.
     eval_seed: seed of the one fixed binarisation of evaluation data.
     limit_train: keep only the first N training images (tests, quick runs).
+    dataset: a name registered in ``data.DATASETS``.
+    shuffle_seed: shuffle the training set with this seed before holding out
+      validation (None: no shuffle).
+    binarization: ``dynamic`` (the paper) or ``fixed`` (the training set
+      binarised once with ``train_binarization_seed``; the paper's appendix).
   """
   path: Optional[str] = None
   validation_size: int = 0
   eval_seed: int = 0
   limit_train: Optional[int] = None
+  dataset: str = 'mnist'
+  shuffle_seed: Optional[int] = None
+  binarization: str = 'dynamic'
+  train_binarization_seed: int = 0
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ConfigError(f'unknown dataset {self.dataset!r}; choose from {DATASETS}')
+    if self.binarization not in BINARIZATIONS:
+      raise ConfigError(f'binarization must be one of {BINARIZATIONS}, got {self.binarization!r}')
+    if self.validation_size < 0:
+      raise ConfigError(f'validation_size must be >= 0, got {self.validation_size}')
+    if self.limit_train is not None and self.limit_train < 1:
+      raise ConfigError(f'limit_train must be >= 1, got {self.limit_train}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +175,19 @@ class TrainConfig:
   devices: Tuple[str, ...] = ()  # mirrored: device names (default: all GPUs)
   summary_subset: int = 1000  # images used for per-epoch train L_k / active units
   verbose: int = 1
+  init_from: Optional[str] = None  # a run directory whose final weights start this run
 
   def __post_init__(self):
+    if self.epochs is not None and self.epochs < 1:
+      raise ConfigError(f'epochs must be >= 1, got {self.epochs}')
+    if self.steps_per_execution < 1:
+      raise ConfigError(f'steps_per_execution must be >= 1, got {self.steps_per_execution}')
+    if self.seed < 0:
+      raise ConfigError(f'seed must be >= 0, got {self.seed}')
+    if self.summary_subset < 1:
+      raise ConfigError(f'summary_subset must be >= 1, got {self.summary_subset}')
+    if self.verbose not in (0, 1, 2):
+      raise ConfigError(f'verbose must be 0, 1 or 2, got {self.verbose}')
     if self.strategy not in STRATEGIES:
       raise ConfigError(f'--strategy={self.strategy!r}: expected one of {", ".join(STRATEGIES)}')
     if self.devices and self.strategy != 'mirrored':
@@ -155,8 +198,21 @@ class TrainConfig:
 
   @property
   def total_epochs(self):
-    full = PAPER_EPOCHS if self.optim.schedule == 'paper' else POSTER_EPOCHS
+    full = {'paper': PAPER_EPOCHS, 'poster': POSTER_EPOCHS,
+            'continue': CONTINUE_EPOCHS}[self.optim.schedule]
     return full if self.epochs is None else min(self.epochs, full)
+
+  @property
+  def milestones(self):
+    """Epochs whose checkpoints are kept for good: the stage ends (for
+    ``continue``, the powers of 3 up to 2187)."""
+    if self.optim.schedule == 'continue':
+      return tuple(3**i for i in range(8))
+    return STAGE_ENDS
+
+  def learning_rate(self, epoch):
+    """The learning rate of 0-based ``epoch`` under this run's schedule."""
+    return learning_rate(epoch, self.optim.learning_rate, self.optim.schedule)
 
   def to_dict(self):
     return dataclasses.asdict(self)
@@ -164,7 +220,7 @@ class TrainConfig:
   # The fields that define the experiment: a run directory may only be
   # resumed with the same values. The others (run length, speed knobs,
   # verbosity, where the run lives) may change between invocations.
-  IDENTITY_FIELDS = ('model', 'objective', 'optim', 'data', 'seed')
+  IDENTITY_FIELDS = ('model', 'objective', 'optim', 'data', 'seed', 'init_from')
 
   def identity(self):
     d = self.to_dict()
@@ -182,11 +238,14 @@ class TrainConfig:
                optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']), **rest)
 
 
-def learning_rate(epoch, base=1e-3):
-  """The paper's learning rate for a 0-based ``epoch``.
+def learning_rate(epoch, base=1e-3, schedule='paper'):
+  """The learning rate of a 0-based ``epoch``.
 
-  Stage ``i`` covers epochs ``[sum_{j<i} 3**j, sum_{j<=i} 3**j)`` and uses
-  ``base * 10**(-i/7)``. Epochs past the last stage stay at the last rate.
+  ``paper``/``poster``: stage ``i`` covers epochs ``[sum_{j<i} 3**j,
+  sum_{j<=i} 3**j)`` and uses ``base * 10**(-i/7)``; epochs past the last
+  stage stay at the last rate. ``continue``: ``base / 10`` throughout.
   """
+  if schedule == 'continue':
+    return base * 0.1
   stage = min(sum(epoch >= end for end in STAGE_ENDS), len(STAGE_ENDS) - 1)
   return base * 10.0**(-stage / 7.0)

@@ -35,12 +35,6 @@ from iwae_tf import metrics
 from iwae_tf import rundir
 from iwae_tf import training
 
-PAPER = {  # Burda et al. 2016, Table 1: MNIST test NLL.
-    ('vae', 1): {1: 86.76, 5: 86.47, 50: 86.35},
-    ('iwae', 1): {1: 86.76, 5: 85.54, 50: 84.78},
-    ('vae', 2): {1: 85.33, 5: 85.01, 50: 84.78},
-    ('iwae', 2): {1: 85.33, 5: 83.89, 50: 82.90},
-}
 POSTER = {('iwae', 1, 5): {'nll': 99.70, 'active_units': 14}}
 
 
@@ -206,6 +200,13 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   Returns:
     The result dict.
   """
+  for name, value, least in [('k_nll', k_nll, 1), ('batch_size', batch_size, 1),
+                             ('chunk', chunk, 1), ('train_subset', train_subset, 0),
+                             ('limit_test', 1 if limit_test is None else limit_test, 1)]:
+    if value < least:
+      raise EvaluationError(f'--{name} must be >= {least}, got {value}')
+  if any(k < 1 for k in ks):
+    raise EvaluationError(f'--ks must be >= 1, got {",".join(map(str, ks))}')
   if not os.path.isdir(run_dir):
     raise EvaluationError(f'{run_dir}: no such run directory')
   config, model, path, epoch = restore(run_dir, checkpoint)
@@ -214,9 +215,11 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
     raise EvaluationError(f'{output}: exists; pass --overwrite to replace it')
   splits = data_lib.make_splits(config.data)
   env_path = os.path.join(run_dir, 'environment.json')
+  env = {}
   if os.path.exists(env_path):
     with open(env_path) as f:
-      trained_on = json.load(f).get('data_sha256')
+      env = json.load(f)
+    trained_on = env.get('data_sha256')
     if trained_on and trained_on != splits.sha256:
       raise EvaluationError(f'{splits.source}: data checksum differs from the one {run_dir} '
                             'was trained on')
@@ -230,6 +233,8 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
       'eval_binarization_seed': config.data.eval_seed, 'data_sha256': splits.sha256,
       'num_test': len(x_test), 'test_size': len(splits.x_test),
   }
+  if 'initialised_from' in env:
+    result['initialised_from'] = env['initialised_from']
   result['test'], per_image = measure(model, x_test, ks, k_nll, seed, estimator)
   per_image = {'test_log_likelihood': per_image}
   variances = metrics.posterior_mean_variances(model, x_test, seed)
@@ -332,10 +337,26 @@ def departures(cfg):
   return out
 
 
+def _dataset(r):
+  return r['config'].get('data', {}).get('dataset', 'mnist')
+
+
+def _objective(r):
+  """``iwae``, ``vae``, or for a run started from another, ``vae → iwae``."""
+  name = r['config']['objective']['name']
+  source = r.get('initialised_from', {}).get('objective', {}).get('name')
+  return name if source is None else f'{source} → {name}'
+
+
 def _key(r):
   cfg = r['config']
-  return (len(cfg['model']['latents']), cfg['objective']['name'], cfg['objective']['k'],
+  return (_dataset(r), len(cfg['model']['latents']), _objective(r), cfg['objective']['k'],
           '-'.join(map(str, cfg['model']['latents'])), r['epoch'])
+
+
+def paper_nll(dataset, objective, layers, k):
+  """The paper's Table 1 test NLL, or None where it has none (or none confirmed)."""
+  return data_lib.DATASETS[dataset].paper_nll.get((objective, layers), {}).get(k)
 
 
 def table(results):
@@ -344,35 +365,37 @@ def table(results):
   rows = []
   for r in results:
     cfg = r['config']
-    layers, obj, k, lat, ep = _key(r)
-    paper = PAPER.get((obj, layers), {}).get(k)
-    poster = POSTER.get((obj, layers, k), {})
-    rows.append((layers, obj, k, lat, ep,
+    dataset, layers, obj, k, lat, ep = _key(r)
+    paper = paper_nll(dataset, obj, layers, k)
+    poster = POSTER.get((obj, layers, k), {}) if dataset == 'mnist' else {}
+    rows.append((dataset, layers, obj, k, lat, ep,
                  r['test']['nll']['mean'], r['test']['nll']['stderr'], r['k_nll'],
                  '/'.join(map(str, r['active_units'])),  # per stochastic layer, h1 first
                  r.get('test_pruned', {}).get('nll', {}).get('mean'),
                  paper, poster.get('nll'), poster.get('active_units'),
                  ', '.join(departures(cfg)) or '–'))
   rows.sort()
-  lines = ['| layers | objective | k | latents | epochs | test NLL (ours) | K | active units '
-           '| NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) | poster active units '
-           '| departures from the paper |',
-           '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+  lines = ['| data | layers | objective | k | latents | epochs | test NLL (ours) | K '
+           '| active units | NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) '
+           '| poster active units | departures from the paper |',
+           '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   fmt = lambda v, p='.2f': '–' if v is None else format(v, p)  # noqa: E731
-  for (layers, obj, k, lat, ep, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
-    lines.append(f'| {layers} | {obj.upper()} | {k} | {lat} | {ep} | {nll:.2f} ± {se:.2f} | {kn} '
-                 f'| {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} | {fmt(pa, "d")} | {dep} |')
+  for (dataset, layers, obj, k, lat, ep, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
+    lines.append(f'| {dataset.upper()} | {layers} | {obj.upper()} | {k} | {lat} | {ep} '
+                 f'| {nll:.2f} ± {se:.2f} | {kn} | {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} '
+                 f'| {fmt(pa, "d")} | {dep} |')
   pairs = paired_differences(results)
   if pairs:
     lines += ['', 'Paired differences on the same test images (IWAE − VAE, test NLL; '
               'negative: IWAE ahead; ± the standard error of the per-image differences):', '',
-              '| layers | k | latents | epochs | IWAE − VAE | paper |',
-              '|---|---|---|---|---|---|']
-    for (layers, k, lat, ep), (diff, se) in sorted(pairs.items()):
-      paper = PAPER.get(('iwae', layers), {}).get(k)
-      paper_vae = PAPER.get(('vae', layers), {}).get(k)
+              '| data | layers | k | latents | epochs | IWAE − VAE | paper |',
+              '|---|---|---|---|---|---|---|']
+    for (dataset, layers, k, lat, ep), (diff, se) in sorted(pairs.items()):
+      paper = paper_nll(dataset, 'iwae', layers, k)
+      paper_vae = paper_nll(dataset, 'vae', layers, k)
       ref = '–' if paper is None or paper_vae is None else f'{paper - paper_vae:+.2f}'
-      lines.append(f'| {layers} | {k} | {lat} | {ep} | {diff:+.2f} ± {se:.2f} | {ref} |')
+      lines.append(f'| {dataset.upper()} | {layers} | {k} | {lat} | {ep} '
+                   f'| {diff:+.2f} ± {se:.2f} | {ref} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -393,18 +416,19 @@ def paired_differences(results):
   images), from the per-image estimates.
 
   Returns:
-    ``{(layers, k, latents, epochs): (mean difference, standard error)}``;
+    ``{(data set, layers, k, latents, epochs): (mean difference, standard
+    error)}``;
     the standard error is that of the per-image differences, far smaller
     than either model's own, since the images' difficulty cancels.
   """
   by_key = {}
   for r in results:
-    layers, obj, k, lat, ep = _key(r)
-    by_key.setdefault((layers, k, lat, ep), {})[obj] = r
+    dataset, layers, obj, k, lat, ep = _key(r)
+    by_key.setdefault((dataset, layers, k, lat, ep), {})[obj] = r
   out = {}
   for key, pair in by_key.items():
     a, b = pair.get('iwae'), pair.get('vae')
-    if a is None or b is None or key[1] == 1:
+    if a is None or b is None or key[2] == 1:
       continue
     same = ('data_sha256', 'eval_binarization_seed', 'num_test', 'k_nll')
     if any(a.get(f) != b.get(f) for f in same):

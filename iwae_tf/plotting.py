@@ -130,3 +130,30 @@ def line_panels(panels):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   return fig
+
+
+def variance_histograms(layers, threshold=1e-2, title=''):
+  """Per stochastic layer, histograms of log10 Var_x(E_q[u]) over the units.
+
+  Args:
+    layers: list (h1 first) of ``{name: variances [units]}``.
+    threshold: the active-unit threshold, marked by a vertical line.
+    title: figure title.
+  """
+  fig = _figure(5 * len(layers), 3.5)
+  axes = np.atleast_1d(fig.subplots(1, len(layers)))
+  logs = [np.log10(np.maximum(np.asarray(v, float), 1e-12))
+          for series in layers for v in series.values()]
+  bins = np.linspace(min(l.min() for l in logs) - 0.1, max(l.max() for l in logs) + 0.1, 40)
+  for l, (ax, series) in enumerate(zip(axes, layers)):
+    for name, v in series.items():
+      v = np.asarray(v, float)
+      active = int(np.sum(v > threshold))
+      ax.hist(np.log10(np.maximum(v, 1e-12)), bins=bins, alpha=0.55,
+              label=f'{name}: {active} of {len(v)} active')
+    ax.axvline(np.log10(threshold), color='k', linestyle='--', linewidth=1)
+    ax.set_xlabel('log10 Var_x(E_q[u])')
+    ax.set_ylabel('units')
+    ax.set_title(f'h{l + 1}' + (f' ({title})' if title else ''))
+    ax.legend(fontsize=8)
+  return fig

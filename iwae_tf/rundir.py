@@ -33,6 +33,7 @@ checkpoints to temporary names and updates the state file atomically, so a
 kill during a save leaves the previous checkpoint loadable.
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -52,11 +53,21 @@ PRETRAINED_ROOT = 'pretrained'
 
 
 def run_name(config):
-  """The conventional name of a run: ``iwae_k5_50_poster``, ``vae_dreg_k50_100-50_paper``."""
-  obj = config.objective
+  """The conventional name of a run: ``iwae_k5_50_poster``,
+  ``iwae_dreg_k50_100-50_paper``, ``omniglot_vae_k1_50_paper``,
+  ``iwae_k50_50_continue_from_vae_k1_50_poster``, ``..._fixed`` (fixed
+  binarisation)."""
+  obj, data = config.objective, config.data
   est = '' if obj.estimator == 'iwae' else f'_{obj.estimator}'
   latents = '-'.join(map(str, config.model.latents))
-  return f'{obj.name}{est}_k{obj.k}_{latents}_{config.optim.schedule}'
+  name = f'{obj.name}{est}_k{obj.k}_{latents}_{config.optim.schedule}'
+  if data.dataset != 'mnist':
+    name = f'{data.dataset}_{name}'
+  if data.binarization != 'dynamic':
+    name += f'_{data.binarization}'
+  if config.init_from:
+    name += '_from_' + os.path.basename(os.path.normpath(config.init_from))
+  return name
 
 
 def default_run_dir(config):
@@ -139,6 +150,52 @@ def prepare_run_dir(config, splits):
   })
   env.setdefault('invocations', []).append(' '.join(sys.argv))
   write_json_atomic(env_path, env)
+
+
+def record_environment(run_dir, **entries):
+  """Adds ``entries`` to ``environment.json``."""
+  path = os.path.join(run_dir, 'environment.json')
+  env = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      env = json.load(f)
+  env.update(entries)
+  write_json_atomic(path, env)
+
+
+def initialise_from(model, config):
+  """Sets ``model``'s weights to those of the newest checkpoint of the run
+  ``config.init_from`` (read only: nothing there is written).
+
+  The source must have the same architecture and data set; its optimizer
+  state, epoch and generator position are not taken (a new run starts).
+
+  Returns:
+    ``{'run_dir', 'checkpoint', 'epoch', 'objective'}`` of the source.
+
+  Raises:
+    RunDirError: the source is missing, has no readable checkpoint, or
+      another architecture or data set.
+  """
+  source_dir = config.init_from
+  source = read_config(source_dir)
+  if source.model != config.model:
+    raise RunDirError(f'--init_from={source_dir}: its architecture ({source.model}) differs '
+                      f'from this run\'s ({config.model})')
+  if source.data.dataset != config.data.dataset:
+    raise RunDirError(f'--init_from={source_dir}: trained on {source.data.dataset}, not '
+                      f'{config.data.dataset}')
+  saved = saved_checkpoints(source_dir)
+  if not saved:
+    raise RunDirError(f'--init_from={source_dir}: no checkpoint')
+  verify_checkpoint(saved[0])
+  # The model's weights only: not the source's generator position or epoch.
+  weights = tf.train.Checkpoint(model=_variable_tree(model.weights,
+                                                     [v.path for v in model.weights]))
+  weights.restore(saved[0]).expect_partial().assert_existing_objects_matched()
+  epoch = tf.train.load_checkpoint(saved[0]).get_tensor('epoch/.ATTRIBUTES/VARIABLE_VALUE')
+  return {'run_dir': source_dir, 'checkpoint': saved[0], 'epoch': int(epoch),
+          'objective': dataclasses.asdict(source.objective)}
 
 
 def _variable_tree(variables, names):

@@ -18,6 +18,8 @@ each schedule stage (``rundir.py``).
 
 import os
 import shutil
+import sys
+import time
 
 import keras
 import numpy as np
@@ -176,6 +178,46 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     self.train_writer.flush()
 
 
+class Progress(keras.callbacks.Callback):
+  """The run's progress in optimisation steps (Keras' own bar would count
+  compiled calls of ``--steps_per_execution`` steps).
+
+  ``verbose=1``: a line per epoch, updated in place after every call;
+  ``verbose=2``: a line per epoch.
+  """
+
+  def __init__(self, total_epochs, steps_per_epoch, verbose=1, stream=sys.stdout):
+    super().__init__()
+    self.total, self.steps, self.verbose, self.stream = total_epochs, steps_per_epoch, verbose, stream
+    self._width = 0
+
+  def _step(self):
+    return int(self.model.optimizer.iterations.numpy()) - self._first_step
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.time()
+    self._first_step = int(self.model.optimizer.iterations.numpy())
+    self._epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.verbose == 1:
+      self._write(f'epoch {self._epoch + 1}/{self.total}: step {self._step()}/{self.steps}, '
+                  f'loss {float(logs["loss"]):.4f}', end='')
+
+  def on_epoch_end(self, epoch, logs=None):
+    seconds, steps = time.time() - self._start, self._step()
+    lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+    self._write(f'epoch {epoch + 1}/{self.total}: {steps} steps in {seconds:.1f} s '
+                f'({1e3 * seconds / max(steps, 1):.2f} ms/step), loss '
+                f'{float(logs["loss"]):.4f}, learning rate {lr:.3g}')
+
+  def _write(self, line, end='\n'):
+    # Overwrites the line updated in place (verbose=1), padding over its end.
+    self.stream.write('\r' + line.ljust(self._width) + end)
+    self._width = 0 if end else len(line)
+    self.stream.flush()
+
+
 class StopOnDivergence(keras.callbacks.Callback):
   """Raises ``DivergenceError`` as soon as the training loss is not finite
   (checked after every compiled call), or a weight is not finite at the end
@@ -267,9 +309,11 @@ def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), st
         strategy, lambda: epoch_batches(x_train, batch, seed, first_epoch, last_epoch,
                                         None).map(lambda x: tf.cast(x, tf.int32)))
     steps_per_epoch = steps
+  callbacks = list(callbacks)
+  if config.verbose:
+    callbacks.append(Progress(last_epoch, steps, config.verbose))
   model.fit(dataset, initial_epoch=first_epoch, epochs=last_epoch,
-            steps_per_epoch=steps_per_epoch, callbacks=list(callbacks),
-            verbose=config.verbose, shuffle=False)
+            steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0, shuffle=False)
 
 
 def train(config):
@@ -299,11 +343,17 @@ def train(config):
     optimizer = build_optimizer(config, model)
     checkpoint, epoch_var = rundir.make_checkpoint(model, optimizer)
     if chief:
-      rundir.restore_newest_readable(checkpoint, config.run_dir)
+      restored = rundir.restore_newest_readable(checkpoint, config.run_dir)
     else:
-      latest = tf.train.latest_checkpoint(rundir.checkpoint_dir(config.run_dir))
-      if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+      restored = tf.train.latest_checkpoint(rundir.checkpoint_dir(config.run_dir))
+      if restored:
+        checkpoint.restore(restored).assert_existing_objects_matched()
+    if not restored and config.init_from:
+      source = rundir.initialise_from(model, config)
+      if chief:
+        rundir.record_environment(config.run_dir, initialised_from=source)
+        print(f'{config.run_dir}: starting from {source["checkpoint"]} '
+              f'(epoch {source["epoch"]} of {config.init_from})')
     compile_model(model, optimizer, config, len(splits.x_train))
   save_dir = distribute.scratch_dir(strategy, config.run_dir)
   manager = rundir.checkpoint_manager(checkpoint, save_dir)
@@ -314,9 +364,8 @@ def train(config):
   if start:
     print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
 
-  base_lr = config.optim.learning_rate
   callbacks = [keras.callbacks.LearningRateScheduler(
-      lambda epoch: config_lib.learning_rate(epoch, base_lr)),
+      config.learning_rate),
                StopOnDivergence(config.run_dir)]
   if chief:
     subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
@@ -326,7 +375,7 @@ def train(config):
     callbacks.append(TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
                                           config.objective.k, subset, valid,
                                           config.data.eval_seed, config.run_dir))
-  callbacks.append(SaveCheckpoint(manager, epoch_var, config_lib.STAGE_ENDS,
+  callbacks.append(SaveCheckpoint(manager, epoch_var, config.milestones,
                                   config.run_dir if chief else None))
   try:
     fit_epochs(model, splits.x_train, config, start, total, callbacks, strategy)

@@ -11,6 +11,7 @@ Figures (written to --out_dir, with the numbers they show in measurements.json):
   posterior_shapes.png true posterior, q and q_IW (k = 1, 5, 50) on a grid, 2-D latent model
   nll_vs_k.png         test NLL (K = 5000) and active units vs k, from the committed results
   learning_curve.png   test NLL at the schedule's stage ends (paper schedule), from the results
+  active_units.png     histograms of log10 Var_x(E_q[u]) per layer, VAE vs IWAE, from the results
   training_curves.png  -L_k and active units per epoch, read back from TensorBoard logs
   gradient_snr.png     encoder/decoder gradient signal-to-noise ratio vs k, IWAE vs DReG
 
@@ -246,7 +247,7 @@ def learning_curve(measurements):
     name = f'{obj.upper()} k={k}' + ('' if layers == 1 else f', {layers} layers')
     epochs = sorted(points)
     curves[name] = (epochs, [points[e] for e in epochs])
-    paper = evaluation.PAPER.get((obj, layers), {}).get(k)
+    paper = evaluation.paper_nll(cfg['data'].get('dataset', 'mnist'), obj, layers, k)
     if paper is not None:
       final[name] = paper
   if not curves:
@@ -260,6 +261,33 @@ def learning_curve(measurements):
            title="paper schedule; dashed: the paper's values after 3280 epochs")])
   save(fig, 'learning_curve.png')
   measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*c)} for n, c in curves.items()}
+
+
+def active_units(measurements):
+  """VAE against IWAE at the same k, from the committed results' variances:
+  the pair trained longest (then the largest k)."""
+  from iwae_tf import evaluation, plotting
+  pairs = {}
+  for r in evaluation.collect(FLAGS.results_root):
+    dataset, layers, obj, k, lat, epoch = evaluation._key(r)
+    if obj in ('vae', 'iwae') and k > 1:
+      pairs.setdefault((epoch, k, dataset, lat), {})[obj] = r
+  complete = sorted(key for key, pair in pairs.items() if len(pair) == 2)
+  if not complete:
+    print(f'active_units.png: skipped, needs results of a VAE and an IWAE run at the same k > 1 '
+          f'in {FLAGS.results_root}/; make them with: python plots/regenerate.py --train_poster')
+    return
+  epoch, k, dataset, lat = complete[-1]
+  pair = pairs[complete[-1]]
+  layers = [{f'{obj.upper()} k={k}': pair[obj]['posterior_mean_variances'][l]
+             for obj in ('vae', 'iwae')} for l in range(len(pair['vae']['active_units']))]
+  fig = plotting.variance_histograms(layers, title=f'{dataset.upper()}, {lat} latents, '
+                                     f'{epoch} epochs')
+  save(fig, 'active_units.png')
+  measurements['active_units'] = {
+      'epoch': epoch, 'k': k, 'latents': lat, 'dataset': dataset,
+      **{obj: {'run': pair[obj]['run'], 'active_units': pair[obj]['active_units']}
+         for obj in pair}}
 
 
 def training_curves(measurements):
@@ -316,8 +344,7 @@ def gradient_snr(test, measurements):
 
 def main(argv):
   del argv
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)
+  cli.start_tensorflow()
   from iwae_tf import data, rundir
   if FLAGS.train_missing:
     for objective, k in LATENT2:
@@ -332,6 +359,7 @@ def main(argv):
              'reweighting': lambda m: reweighting(test, m),
              'posterior_shapes': lambda m: posterior_shapes(test, m),
              'nll_vs_k': nll_vs_k, 'learning_curve': learning_curve,
+             'active_units': active_units,
              'training_curves': training_curves,
              'gradient_snr': lambda m: gradient_snr(test, m)}
   unknown = sorted(set(FLAGS.figures) - set(figures))

@@ -68,6 +68,14 @@ def test_results_are_not_overwritten_silently(run_dir, tmp_path):
   assert json.load(open(path.replace('ckpt2', 'ckpt1')))['epoch'] == 1
 
 
+@pytest.mark.parametrize('kwargs,message', [({'k_nll': 0}, 'k_nll'), ({'chunk': 0}, 'chunk'),
+                                            ({'limit_test': 0}, 'limit_test'),
+                                            ({'ks': (1, 0)}, 'ks')])
+def test_measurement_settings_are_range_checked(run_dir, kwargs, message):
+  with pytest.raises(evaluation.EvaluationError, match=f'--{message} must be >= '):
+    evaluation.evaluate_run(run_dir, **kwargs)
+
+
 def test_missing_and_mismatched_runs(run_dir, tmp_path):
   with pytest.raises(evaluation.EvaluationError, match='no such run directory'):
     evaluation.evaluate_run(str(tmp_path / 'nothing'))
@@ -133,9 +141,9 @@ def test_table_and_readme_block(tmp_path):
                          fake_result('iwae', 5, [100, 50], 87.0, [30, 11])])
   lines = md.strip().splitlines()
   assert len(lines) == 5
-  assert lines[-1] == '| 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – | – |'
-  assert '| 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 | – |' in lines
-  assert '| 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – | – |' in lines
+  assert lines[-1] == '| MNIST | 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – | – |'
+  assert '| MNIST | 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 | – |' in lines
+  assert '| MNIST | 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – | – |' in lines
   readme = tmp_path / 'README.md'
   readme.write_text(f'intro\n{evaluation.BEGIN}\nold\n{evaluation.END}\nrest\n')
   evaluation.write_table(md, str(readme))
@@ -180,13 +188,13 @@ def test_paired_differences_from_per_image_estimates(tmp_path):
     (d / 'eval-70.json').write_text(json.dumps(r))
     results.append(r)
   got = evaluation.collect(str(tmp_path))
-  diff, se = evaluation.paired_differences(got)[(1, 5, '50', 70)]
+  diff, se = evaluation.paired_differences(got)[('mnist', 1, 5, '50', 70)]
   d = -(lls['iwae'] - lls['vae'])
   assert diff == pytest.approx(d.mean(), abs=1e-3) and diff == pytest.approx(-0.5, abs=0.02)
   assert se == pytest.approx(d.std() / 100, rel=1e-2)
   assert se < 0.1 * results[0]['test']['nll']['stderr']  # far below each run's own +-
   md = evaluation.table(got)
-  assert f'| 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 |' in md
+  assert f'| MNIST | 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 |' in md
   # Different test images (another evaluation seed): no pairing.
   r = json.loads((tmp_path / 'vae_k5' / 'eval-70.json').read_text())
   r['eval_binarization_seed'] = 1

@@ -98,3 +98,25 @@ def test_plot_functions_draw():
                                        [['', 'TV 0.1'], ['', 'TV 0.2']]))
   _non_empty(plotting.line_panels([dict(series={'A': ([1, 5, 50], [90, 89, 88])}, xlabel='k',
                                         ylabel='nll', logx=True, xticks=[1, 5, 50])]))
+
+
+def test_variance_histograms_count_active_units_per_layer():
+  rng = np.random.default_rng(0)
+  h1 = {'VAE k=5': 10.0 ** rng.uniform(-4, 0, 100), 'IWAE k=5': 10.0 ** rng.uniform(-1, 0, 100)}
+  h2 = {'VAE k=5': np.r_[np.full(40, 1e-5), np.full(10, 0.5)], 'IWAE k=5': np.full(50, 0.5)}
+  fig = plotting.variance_histograms([h1, h2], title='MNIST')
+  _non_empty(fig)
+  assert [ax.get_title() for ax in fig.axes] == ['h1 (MNIST)', 'h2 (MNIST)']
+  labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+  assert labels == ['VAE k=5: 10 of 50 active', 'IWAE k=5: 50 of 50 active']
+  # The threshold line sits at log10(1e-2).
+  assert any(np.allclose(line.get_xdata(), -2.0) for line in fig.axes[0].get_lines())
+
+
+def test_learning_curve_marks_reference_values():
+  fig = plotting.line_panels([dict(series={'VAE k=1': ([1, 4, 13], [120.0, 100.0, 95.0])},
+                                   xlabel='epoch', ylabel='nll', logx=True,
+                                   hlines={'VAE k=1': 86.76})])
+  _non_empty(fig)
+  ys = [line.get_ydata() for line in fig.axes[0].get_lines()]
+  assert any(np.allclose(y, 86.76) for y in ys)

@@ -145,7 +145,9 @@ def _cli(args, **kw):
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
   for args, expect in [(['--data', str(tmp_path / 'missing.npz')], 'no such file'),
                        (['--latents', '5,x'], 'comma-separated'),
-                       (['--k', '0'], 'k must be >= 1')]:
+                       (['--k', '0'], 'k must be >= 1'),
+                       (['--epochs', '-3'], 'epochs must be >= 1'),
+                       (['--beta1', '1.5'], 'beta1 must be in [0, 1)')]:
     p = _cli(args + ['--run_dir', str(tmp_path / 'r')])
     out, err = p.communicate(timeout=120)
     assert p.returncode != 0
@@ -176,3 +178,34 @@ def test_cli_killed_run_resumes(tmp_path):
   assert 'ckpt-40' in state
   env = json.loads((run / 'environment.json').read_text())
   assert len(env['invocations']) == 2 and env['data_sha256']
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('learning_rate', 0.0, 'learning_rate must be > 0'), ('beta2', 1.0, 'beta2 must be in'),
+    ('epsilon', -1e-4, 'adam_epsilon must be > 0')])
+def test_optimiser_settings_are_range_checked(field, value, message):
+  with pytest.raises(config.ConfigError, match=message):
+    config.OptimConfig(**{field: value})
+
+
+@pytest.mark.parametrize('make,message', [
+    (lambda: config.TrainConfig(epochs=0), 'epochs must be >= 1'),
+    (lambda: config.TrainConfig(steps_per_execution=0), 'steps_per_execution'),
+    (lambda: config.TrainConfig(verbose=3), 'verbose must be'),
+    (lambda: config.TrainConfig(seed=-1), 'seed must be >= 0'),
+    (lambda: config.DataConfig(validation_size=-5), 'validation_size must be >= 0'),
+    (lambda: config.DataConfig(dataset='cifar'), 'unknown dataset'),
+    (lambda: config.DataConfig(binarization='sometimes'), 'binarization must be')])
+def test_run_settings_are_range_checked(make, message):
+  with pytest.raises(config.ConfigError, match=message):
+    make()
+
+
+def test_progress_counts_optimisation_steps(tmp_path, capsys):
+  """5 steps an epoch in calls of 2: the progress line counts 5 steps, not 3 calls."""
+  cfg = tiny_config(tmp_path / 'run', epochs=1)
+  cfg = config.TrainConfig(**{**cfg.__dict__, 'data': config.DataConfig(limit_train=100),
+                              'verbose': 2})
+  training.train(cfg)
+  out = capsys.readouterr().out
+  assert 'epoch 1/1: 5 steps in' in out and 'ms/step' in out
