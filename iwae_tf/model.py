@@ -291,6 +291,9 @@ class IWAEModel(keras.Model):
     whole numbers of calls (``training.steps_per_execution``), so the loop
     never meets the end of the data.
     """
+    # Keras' private record of the strategy the model was built under (None
+    # outside any scope); the public ``distribute_strategy`` falls back to the
+    # default strategy and cannot tell. tests/test_private_interfaces.py.
     if self._distribute_strategy is None:
       return super().make_train_function(force)
     if self.train_function is not None and not force:

@@ -1,0 +1,50 @@
+"""The TensorFlow, TFP and Keras internals this package relies on, each used in
+one function (named below); these tests fail loudly, naming the internal, when
+an upgrade removes or changes one."""
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from iwae_tf import layers
+
+
+def test_tensorflow_xla_context_query_exists():
+  """layers.noise_alg: control_flow_util.GraphOrParentsInXlaContext."""
+  from tensorflow.python.ops import control_flow_util  # pylint: disable=import-outside-toplevel
+  assert callable(getattr(control_flow_util, 'GraphOrParentsInXlaContext', None)), (
+      'tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext is gone: '
+      'layers.noise_alg must detect XLA contexts another way')
+  seen = []
+  tf.function(lambda: seen.append(layers.noise_alg()) or tf.constant(0), jit_compile=True)()
+  tf.function(lambda: seen.append(layers.noise_alg()) or tf.constant(0), jit_compile=False)()
+  assert seen == ['threefry', 'philox'], seen
+
+
+def test_tfp_bernoulli_hooks_exist_and_are_used():
+  """layers.BernoulliLogits: overrides tfd.Bernoulli._log_prob, reads
+  _logits_parameter_no_checks."""
+  assert callable(getattr(tfp.distributions.Bernoulli, '_logits_parameter_no_checks', None)), (
+      'tfd.Bernoulli._logits_parameter_no_checks is gone: update layers.BernoulliLogits')
+  calls = []
+
+  class Spy(layers.BernoulliLogits):
+    def _log_prob(self, event):
+      calls.append(event)
+      return super()._log_prob(event)
+
+  d = Spy(logits=tf.constant([2.0, -1.0]), dtype=tf.float32)
+  got = d.log_prob(tf.constant([1.0, 0.0]))
+  assert calls, 'tfd.Bernoulli.log_prob no longer calls _log_prob: update layers.BernoulliLogits'
+  tf.debugging.assert_near(got, -tf.math.softplus(-tf.constant([2.0, 1.0])))
+
+
+def test_keras_model_records_its_distribution_strategy():
+  """model.IWAEModel.make_train_function: keras.Model._distribute_strategy is
+  None for a model built outside any strategy's scope."""
+  plain = keras.Sequential([keras.layers.Dense(1)])
+  assert hasattr(plain, '_distribute_strategy') and plain._distribute_strategy is None, (
+      'keras.Model._distribute_strategy changed: update IWAEModel.make_train_function')
+  with tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']).scope():
+    mirrored = keras.Sequential([keras.layers.Dense(1)])
+  assert mirrored._distribute_strategy is not None
