@@ -69,6 +69,8 @@ def main(argv):
                 train_subset=FLAGS.train_subset, prune=FLAGS.prune,
                 batch_size=FLAGS.batch_size, chunk=FLAGS.chunk, overwrite=FLAGS.overwrite,
                 limit_test=FLAGS.limit_test, results_root=FLAGS.results_root)
+  if FLAGS.milestones and (FLAGS.checkpoint or FLAGS.output):
+    raise app.UsageError('--milestones measures several checkpoints: drop --checkpoint/--output')
   if FLAGS.milestones:
     evaluation.evaluate_milestones(FLAGS.run_dir, **kwargs)
   else:

@@ -294,7 +294,8 @@ def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
 
 
 # ------------------------------------------------------------------ the table
-def _full_test(r):
+def full_test_set(r):
+  """Whether a result measured the whole test set of its data set."""
   # Results written before ``test_size`` was recorded are MNIST's (10,000).
   return r.get('num_test') == r.get('test_size', 10000)
 
@@ -307,7 +308,7 @@ def collect(results_root=rundir.RESULTS_ROOT):
   for path in sorted(glob.glob(os.path.join(results_root, '*', 'eval-*.json'))):
     with open(path) as f:
       r = json.load(f)
-    if not _full_test(r):
+    if not full_test_set(r):
       continue
     r['run'], r['path'] = os.path.basename(os.path.dirname(path)), path
     key = r['run']
@@ -348,7 +349,8 @@ def _objective(r):
   return name if source is None else f'{source} → {name}'
 
 
-def _key(r):
+def result_key(r):
+  """``(data set, layers, objective, k, latents, epochs)`` of a result."""
   cfg = r['config']
   return (_dataset(r), len(cfg['model']['latents']), _objective(r), cfg['objective']['k'],
           '-'.join(map(str, cfg['model']['latents'])), r['epoch'])
@@ -365,7 +367,7 @@ def table(results):
   rows = []
   for r in results:
     cfg = r['config']
-    dataset, layers, obj, k, lat, ep = _key(r)
+    dataset, layers, obj, k, lat, ep = result_key(r)
     paper = paper_nll(dataset, obj, layers, k)
     poster = POSTER.get((obj, layers, k), {}) if dataset == 'mnist' else {}
     rows.append((dataset, layers, obj, k, lat, ep,
@@ -423,7 +425,7 @@ def paired_differences(results):
   """
   by_key = {}
   for r in results:
-    dataset, layers, obj, k, lat, ep = _key(r)
+    dataset, layers, obj, k, lat, ep = result_key(r)
     by_key.setdefault((dataset, layers, k, lat, ep), {})[obj] = r
   out = {}
   for key, pair in by_key.items():

@@ -238,7 +238,7 @@ def learning_curve(measurements):
     for path in glob.glob(os.path.join(run, 'eval-ckpt*-K5000.json')):
       with open(path) as f:
         r = json.load(f)
-      if evaluation._full_test(r):
+      if evaluation.full_test_set(r):
         points[r['epoch']] = r['test']['nll']['mean']
     if not points:
       continue
@@ -269,7 +269,7 @@ def active_units(measurements):
   from iwae_tf import evaluation, plotting
   pairs = {}
   for r in evaluation.collect(FLAGS.results_root):
-    dataset, layers, obj, k, lat, epoch = evaluation._key(r)
+    dataset, layers, obj, k, lat, epoch = evaluation.result_key(r)
     if obj in ('vae', 'iwae') and k > 1:
       pairs.setdefault((epoch, k, dataset, lat), {})[obj] = r
   complete = sorted(key for key, pair in pairs.items() if len(pair) == 2)
