@@ -186,9 +186,10 @@ class Progress(keras.callbacks.Callback):
   ``verbose=2``: a line per epoch.
   """
 
-  def __init__(self, total_epochs, steps_per_epoch, verbose=1, stream=sys.stdout):
+  def __init__(self, total_epochs, steps_per_epoch, verbose=1, stream=None):
     super().__init__()
-    self.total, self.steps, self.verbose, self.stream = total_epochs, steps_per_epoch, verbose, stream
+    self.total, self.steps, self.verbose = total_epochs, steps_per_epoch, verbose
+    self.stream = stream or sys.stdout
     self._width = 0
 
   def _step(self):
