@@ -266,21 +266,33 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
 
 def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
                         results_root=rundir.RESULTS_ROOT, progress=print, **kwargs):
-  """``evaluate_run`` at every milestone checkpoint and the latest one,
+  """``evaluate_run`` at every milestone checkpoint, then at the latest one,
   skipping epochs already measured with the same K and test images: the
-  learning curve of a run, safe to rerun while the run goes on.
+  learning curve of a run, safe to run while the run goes on (the lists are
+  read again after each measurement, since a running training adds
+  milestones and rolls its latest checkpoints over).
 
   Returns:
     The results, by epoch (those measured earlier read back).
   """
-  saved = rundir.saved_checkpoints(run_dir)
-  if not saved:
-    raise EvaluationError(f'{run_dir}: no checkpoint yet (has train.py run an epoch?)')
-  epochs = sorted({rundir.epoch_of(p) for p in saved
-                   if os.path.dirname(p) == rundir.milestone_dir(run_dir)}
-                  | {rundir.epoch_of(saved[0])})
-  out = {}
-  for epoch in epochs:
+  out, latest_done = {}, False
+
+  def next_epoch():
+    nonlocal latest_done
+    saved = rundir.saved_checkpoints(run_dir)
+    if not saved:
+      raise EvaluationError(f'{run_dir}: no checkpoint yet (has train.py run an epoch?)')
+    todo = sorted({rundir.epoch_of(p) for p in saved
+                   if os.path.dirname(p) == rundir.milestone_dir(run_dir)} - set(out))
+    if todo:
+      return todo[0]
+    if latest_done:  # the latest once, as it is when the milestones are done
+      return None
+    latest_done = True
+    latest = rundir.epoch_of(saved[0])
+    return None if latest in out else latest
+
+  while (epoch := next_epoch()) is not None:
     path = rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
     if os.path.exists(path) and not overwrite:
       progress(f'{path}: measured already')
