@@ -255,10 +255,11 @@ def learning_curve(measurements):
           f'{FLAGS.results_root}/; make them with: python train.py --objective=vae --k=1 '
           '--schedule=paper, then python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones')
     return
+  epochs = sorted({e for x, _ in curves.values() for e in x})
   fig = plotting.line_panels([
       dict(series=curves, xlabel='epoch (end of each schedule stage)',
            ylabel='test NLL (K = 5000, 10,000 images)', logx=True, hlines=final,
-           title="paper schedule; dashed: the paper's values after 3280 epochs")])
+           xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
   save(fig, 'learning_curve.png')
   measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*c)} for n, c in curves.items()}
 
