@@ -23,6 +23,7 @@ overwritten unless asked.
 import glob
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -83,9 +84,10 @@ def export_pretrained(run_dir, out_dir, checkpoint=None):
   """Writes a run's weights, model only, as a run directory of their own.
 
   ``out_dir`` gets the run's ``config.json`` (with ``exported_from``) and
-  ``environment.json``, and ``checkpoints/ckpt-<epoch>`` without optimizer
-  state or generator position: what ``evaluate.py`` and the figure script
-  need, about 1.7 MB for the paper's 1-layer model. An existing export is
+  ``environment.json``, and ``checkpoints/ckpt-<epoch>`` with the model's
+  weights (and its evaluation generator's state) but no optimizer state:
+  what ``evaluate.py`` and the figure script need, 1.7 MB for the paper's
+  1-layer model. An existing export is
   refused (nothing is overwritten).
 
   Returns:
@@ -99,10 +101,10 @@ def export_pretrained(run_dir, out_dir, checkpoint=None):
   cfg['run_dir'] = out_dir
   rundir.write_json_atomic(os.path.join(out_dir, 'config.json'), cfg)
   env_path = os.path.join(run_dir, 'environment.json')
-  env = json.load(open(env_path)) if os.path.exists(env_path) else {}
-  env['exported_from'] = {'run_dir': os.path.normpath(run_dir), 'checkpoint': path,
-                          'epoch': epoch}
-  rundir.write_json_atomic(os.path.join(out_dir, 'environment.json'), env)
+  if os.path.exists(env_path):
+    shutil.copyfile(env_path, os.path.join(out_dir, 'environment.json'))
+  rundir.record_environment(out_dir, exported_from={
+      'run_dir': os.path.normpath(run_dir), 'checkpoint': path, 'epoch': epoch})
   weights_only, epoch_var = rundir.make_checkpoint(model)
   epoch_var.assign(epoch)
   return rundir.checkpoint_manager(weights_only, out_dir).save(checkpoint_number=epoch)

@@ -136,30 +136,25 @@ def prepare_run_dir(config, splits):
       raise RunDirError(f'{run_dir}: holds a different experiment ({"; ".join(diffs)}); '
                         'use another --run_dir')
   write_json_atomic(cfg_path, config.to_dict())
-  env_path = os.path.join(run_dir, 'environment.json')
-  env = {}
-  if os.path.exists(env_path):
-    with open(env_path) as f:
-      env = json.load(f)
-  env.update({
-      'python': sys.version, 'platform': platform.platform(),
-      'tensorflow': tf.__version__, 'keras': keras.__version__,
-      'tensorflow_probability': __import__('tensorflow_probability').__version__,
-      'numpy': np.__version__, 'data_source': splits.source,
-      'data_sha256': splits.sha256,
-  })
-  env.setdefault('invocations', []).append(' '.join(sys.argv))
-  write_json_atomic(env_path, env)
+  record_environment(
+      run_dir, invocation=' '.join(sys.argv),
+      python=sys.version, platform=platform.platform(),
+      tensorflow=tf.__version__, keras=keras.__version__,
+      tensorflow_probability=__import__('tensorflow_probability').__version__,
+      numpy=np.__version__, data_source=splits.source, data_sha256=splits.sha256)
 
 
-def record_environment(run_dir, **entries):
-  """Adds ``entries`` to ``environment.json``."""
+def record_environment(run_dir, invocation=None, **entries):
+  """Adds ``entries`` (and ``invocation`` to the list of command lines) to
+  ``environment.json``."""
   path = os.path.join(run_dir, 'environment.json')
   env = {}
   if os.path.exists(path):
     with open(path) as f:
       env = json.load(f)
   env.update(entries)
+  if invocation is not None:
+    env.setdefault('invocations', []).append(invocation)
   write_json_atomic(path, env)
 
 
