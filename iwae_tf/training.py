@@ -25,7 +25,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from iwae_tf import config as config_lib
 from iwae_tf import data as data_lib
 from iwae_tf import distribute
 from iwae_tf import errors
