@@ -3,7 +3,7 @@
 For k = 1, 5, 50 (1 stochastic layer, 50 latents, batch 20, 3000 steps an
 epoch as on MNIST) this prints, measured side by side in one run:
 
-* ``epoch_s``: one epoch of ``train.py``'s training (``model.fit`` over the
+* ``epoch_s``: one epoch of ``train.py``'s training (``Trainer.fit`` over the
   real input pipeline, compiled step, dynamic binarisation, Adam);
 * ``matmul_s``: all forward and backward matrix products of the same steps
   (encoder on ``[20, .]``, decoder on ``[k*20, .]``, weight and input
@@ -53,7 +53,7 @@ def step_products(k):
   return [(BATCH, [784, 200, 200, 100], False), (k * BATCH, [50, 200, 200, 784], True)]
 
 
-def gradient_loop(model, steps):
+def gradient_loop(trainer, steps):
   """``steps`` steps' gradient computations (gather, binarise, sample, the
   estimator, backward pass) in one XLA loop, with a plain gradient step
   instead of Adam: what the epoch costs beyond this is Adam's own work (its
@@ -64,13 +64,13 @@ def gradient_loop(model, steps):
   the loop, and a mere sum of a gradient could turn its product into a
   matrix-vector one.
   """
-  idx = tf.reshape(tf.range(steps * BATCH) % model._train_images.shape[0], [steps, BATCH])
+  idx = tf.reshape(tf.range(steps * BATCH) % trainer._train_images.shape[0], [steps, BATCH])
 
   @tf.function(jit_compile=True, autograph=False)
   def run():
     def body(i):
-      x = tf.gather(model._train_images, idx[i])
-      _, _, grads, variables = model._step(x, model.step_seeds())
+      x = tf.gather(trainer._train_images, idx[i])
+      _, _, grads, variables = trainer._step(x, trainer.step_seeds())
       for g, v in zip(grads, variables):
         v.assign_sub(1e-9 * g)
       return (i + 1,)
@@ -90,19 +90,19 @@ def main(argv):
   for k in ks:
     cfg = config_lib.TrainConfig(objective=config_lib.ObjectiveConfig('iwae', k),
                                  steps_per_execution=FLAGS.steps_per_execution, verbose=0)
-    model = training.build_model(cfg, x_train)
-    model.compile(optimizer=training.build_optimizer(cfg, model), jit_compile=True)
+    trainer = training.build_trainer(cfg, training.build_model(cfg, x_train))
+    trainer.compile(optimizer=training.build_optimizer(cfg, trainer), jit_compile=True)
     run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)
     run()  # compile
-    training.fit_epochs(model, x_train, cfg, 0, 1)  # compile
-    grads = gradient_loop(model, FLAGS.steps)
+    training.fit_epochs(trainer, x_train, cfg, 0, 1)  # compile
+    grads = gradient_loop(trainer, FLAGS.steps)
     grads()  # compile
     # Interleaved, so that all see the same spells of load on the shared
     # machine; the best of each is kept.
     epoch_times, matmul_times, grad_times = [], [], []
     for epoch in range(1, FLAGS.repeats + 1):
       epoch_times.append(matmuls.best_time(
-          lambda: training.fit_epochs(model, x_train, cfg, epoch, epoch + 1), 1))
+          lambda: training.fit_epochs(trainer, x_train, cfg, epoch, epoch + 1), 1))
       matmul_times.append(matmuls.best_time(lambda: run().numpy(), 1))
       grad_times.append(matmuls.best_time(lambda: grads().numpy(), 1))
     epoch_s, matmul_s, grads_s = min(epoch_times), min(matmul_times), min(grad_times)

@@ -27,7 +27,8 @@ exactly what one device computes on those rows, and training on ``R``
 devices follows training on one device up to floating-point summation
 order (tested on two logical CPU devices, and with two worker processes).
 On one device the images instead stay on the device and only indices are
-fed (``model.set_train_images``).
+fed (``trainer.Trainer.set_train_images``). The rows are taken in one place,
+``trainer.Trainer._step``: the model and the objectives never see a replica.
 
 A ``Shard`` ``(index, count)`` names this replica's slice of the batch axis.
 """
@@ -175,15 +176,6 @@ def take_rows(full, shard, axis):
   split = tf.concat([shape[:axis], [shard.count, shape[axis] // shard.count],
                      shape[axis + 1:]], 0)
   return tf.gather(tf.reshape(full, split), shard.index, axis=axis)
-
-
-def global_shape(shape, shard, axis):
-  """``shape`` (a 1-D int tensor of static length) with its ``axis`` scaled
-  up from this shard's rows to the global batch."""
-  if shard is None or shard.count == 1:
-    return shape
-  axis %= shape.shape[0]
-  return tf.concat([shape[:axis], [shape[axis] * shard.count], shape[axis + 1:]], 0)
 
 
 def replicated_batches(strategy, make_dataset):

@@ -18,8 +18,6 @@ import tensorflow_probability as tfp
 # its gradient and control-flow code); there is no public equivalent.
 from tensorflow.python.ops import control_flow_util
 
-from iwae_tf import distribute
-
 tfd = tfp.distributions
 
 
@@ -121,30 +119,25 @@ def noise_alg():
   return 'threefry' if xla else 'philox'
 
 
-def sample(dist, seed, sample_shape=(), shard=None):
-  """Reparameterised sample of a diagonal Gaussian from ``GaussianLayer``.
+def standard_normal_noise(shape, seed, dtype=tf.float32):
+  """``N(0, I)`` noise of ``shape`` from the stateless seed ``[2]``, drawn with
+  ``noise_alg``'s generator (the reparameterisation noise of ``reparameterize``)."""
+  return tf.random.stateless_normal(shape, seed, dtype=dtype, alg=noise_alg())
 
-  ``loc + scale * eps`` with ``eps`` from ``tf.random.stateless_normal``
-  and the generator of ``noise_alg``.
+
+def reparameterize(dist, eps):
+  """The sample ``loc + scale * eps`` of a diagonal Gaussian from ``GaussianLayer``.
 
   Args:
-    dist: ``tfd.Independent(tfd.Normal)`` with batch shape ``B`` (the last
-      axis of ``B`` is the data batch).
-    seed: stateless seed ``[2]``.
-    sample_shape: leading sample shape ``S`` (e.g. ``[k]``).
-    shard: a ``distribute.Shard``: ``eps`` is drawn for the global batch and
-      this shard's rows are used, so the noise of an image does not depend
-      on how the batch is split over replicas.
+    dist: ``tfd.Independent(tfd.Normal)`` with batch shape ``B``.
+    eps: standard normal noise ``[*S, *B, d]`` (leading sample axes ``S``,
+      e.g. ``[k]``, broadcast against the parameters).
 
   Returns:
     ``[*S, *B, d]`` samples, differentiable w.r.t. the parameters.
   """
   base = dist.distribution
-  shape = tf.concat([tf.constant(sample_shape, tf.int32, [len(sample_shape)]),
-                     tf.shape(base.loc)], 0)
-  eps = tf.random.stateless_normal(distribute.global_shape(shape, shard, -2), seed,
-                                   dtype=base.loc.dtype, alg=noise_alg())
-  return base.loc + base.scale * distribute.take_rows(eps, shard, -2)
+  return base.loc + base.scale * eps
 
 
 def stop_gradient_params(dist):

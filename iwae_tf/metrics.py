@@ -46,15 +46,17 @@ class Estimator:
     rest = k - num_full * chunk
     total = tf.fill(tf.shape(x)[:1], -np.inf)
 
+    batch = tf.shape(x)[0]
+
     def body(i, total):
-      log_w = self.model.log_weights(x, chunk, _fold(seed, i))
+      log_w = self.model.log_weights(x, self.model.draw_noise(chunk, batch, _fold(seed, i)))
       return i + 1, tf.experimental.numpy.logaddexp(
           total, tf.reduce_logsumexp(log_w, axis=0))
 
     _, total = tf.while_loop(lambda i, _: i < num_full, body,
                              (tf.constant(0), total))
     if rest:
-      log_w = self.model.log_weights(x, rest, _fold(seed, num_full))
+      log_w = self.model.log_weights(x, self.model.draw_noise(rest, batch, _fold(seed, num_full)))
       total = tf.experimental.numpy.logaddexp(total, tf.reduce_logsumexp(log_w, axis=0))
     return total - tf.math.log(tf.cast(k, total.dtype))
 
@@ -107,8 +109,8 @@ def active_units(variances, threshold=ACTIVE_THRESHOLD):
   return [int(np.sum(v > threshold)) for v in variances]
 
 
-def gradient_snr(model, x, num_draws=100, seed=0, jit_compile=True):
-  """Signal-to-noise ratio of the model's gradient estimator, per parameter.
+def gradient_snr(model, objective, x, num_draws=100, seed=0, jit_compile=True):
+  """Signal-to-noise ratio of an objective's gradient estimator, per parameter.
 
   For each scalar parameter, ``SNR = |mean(g)| / std(g)`` over ``num_draws``
   independent estimates on the same images ``x`` (Rainforth et al. 2018,
@@ -116,7 +118,8 @@ def gradient_snr(model, x, num_draws=100, seed=0, jit_compile=True):
   parameters (parameters whose gradient never varies are left out).
 
   Args:
-    model: an ``IWAEModel``; its current objective defines the estimator.
+    model: an ``IWAEModel``.
+    objective: an ``objectives.Objective``: the estimator measured.
     x: ``[batch, D]`` binary images (one fixed minibatch).
     num_draws: gradient estimates.
     seed: integer seed.
@@ -128,7 +131,8 @@ def gradient_snr(model, x, num_draws=100, seed=0, jit_compile=True):
   x = tf.constant(np.asarray(x, np.float32))
 
   def flat_grads(s):
-    _, grads, variables = model.gradients(x, s)
+    noise = model.draw_noise(objective.samples, tf.shape(x)[0], s)
+    _, grads, variables = objective.gradients(model, x, noise)
     enc = [tf.reshape(g, [-1]) for g, v in zip(grads, variables) if v.path in enc_paths]
     dec = [tf.reshape(g, [-1]) for g, v in zip(grads, variables) if v.path not in enc_paths]
     return tf.concat(enc, 0), tf.concat(dec, 0)

@@ -1,7 +1,8 @@
 """Training objectives and gradient estimators: log-weights in, surrogates out.
 
-An objective draws latent paths from the model and returns an
-``ObjectiveOutput``:
+An objective scores latent paths of the model, drawn from given noise, and
+returns an ``ObjectiveOutput``; ``Objective.gradients`` turns it into the
+estimator's gradients:
 
 * ``surrogate``: scalar whose gradient w.r.t. the decoder (and w.r.t. the
   encoder unless ``split_gradients``) is the gradient estimator;
@@ -53,7 +54,7 @@ class ObjectiveOutput:
 
 
 class Objective:
-  """Base class. Subclasses implement ``__call__(model, x, seed)``.
+  """Base class. Subclasses implement ``output(log_w, bound)``.
 
   Attributes:
     k: importance samples per group (the bound reported is L_k).
@@ -67,19 +68,51 @@ class Objective:
   def __init__(self, k, groups=1, beta=0.5):
     self.k, self.groups, self.beta = int(k), int(groups), float(beta)
 
-  def log_weights(self, model, x, seed, shard=None):
-    """``[M, k, batch]`` log-weights (``shard``: see ``model.encode``)."""
-    log_w = model.log_weights(x, self.groups * self.k, seed, stop_q_params=self.stop_q_params,
-                              shard=shard)
-    return bounds.split_groups(log_w, self.groups)
+  @property
+  def samples(self):
+    """Latent paths drawn per image: ``M * k`` (the noise's leading axis)."""
+    return self.groups * self.k
 
-  def __call__(self, model, x, seed, shard=None):
-    log_w = self.log_weights(model, x, seed, shard)
+  def __call__(self, model, x, noise):
+    """The ``ObjectiveOutput`` of ``model`` on binary ``x`` ``[batch, D]`` for
+    ``noise`` (``model.draw_noise(self.samples, batch, seed)``)."""
+    log_w = model.log_weights(x, noise, stop_q_params=self.stop_q_params)
+    log_w = bounds.split_groups(log_w, self.groups)  # [M, k, batch]
     bound = tf.reduce_mean(bounds.log_mean_exp(log_w, axis=1), axis=0)  # [batch]
     return self.output(log_w, bound)
 
   def output(self, log_w, bound):
     raise NotImplementedError
+
+  def gradients(self, model, x, noise, scale=1.0):
+    """The estimator: gradients of ``-scale * surrogate`` (the encoder's own
+    surrogate for its weights when ``split_gradients``).
+
+    Args:
+      model: an ``IWAEModel``.
+      x: ``[batch, D]`` binary images.
+      noise: as for ``__call__``.
+      scale: factor on the loss, e.g. ``1 / replicas`` so that the replicas'
+        summed gradients are the gradient of the global batch's mean.
+
+    Returns:
+      ``(output, grads, variables)``: the ``ObjectiveOutput`` and the
+      gradients w.r.t. ``variables`` (the model's trainable variables).
+    """
+    split = self.split_gradients
+    with tf.GradientTape(persistent=split) as tape:
+      out = self(model, x, noise)
+      loss = -scale * out.surrogate
+      encoder_loss = -scale * out.encoder_surrogate if split else None
+    if split:
+      enc, dec = model.encoder_variables, model.decoder_variables
+      grads = tape.gradient(encoder_loss, enc) + tape.gradient(loss, dec)
+      variables = enc + dec
+      del tape
+    else:
+      variables = model.trainable_variables
+      grads = tape.gradient(loss, variables)
+    return out, grads, variables
 
 
 class VAE(Objective):

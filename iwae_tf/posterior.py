@@ -44,7 +44,7 @@ def importance_resample(model, x, k, seed):
     list, bottom layer first, of ``[batch, d_l]`` samples of one joint path.
   """
   seeds = tf.random.experimental.stateless_split(seed, 2)
-  hs, log_q = model.encode(x, k, seeds[0])
+  hs, log_q = model.encode(x, model.draw_noise(k, tf.shape(x)[0], seeds[0]))
   log_w = model.log_joint(x, hs) - log_q
   # One index per image, shared by all layers: the whole path is resampled.
   stacked = tf.concat(hs, axis=-1)

@@ -201,7 +201,7 @@ def _variable_tree(variables, names):
   return node
 
 
-def make_checkpoint(model, optimizer=None):
+def make_checkpoint(model, optimizer=None, rng=None):
   """The checkpoint object shared by training and evaluation.
 
   Keras 3 keeps sub-layers and optimizer slots in its own tracked lists,
@@ -209,10 +209,20 @@ def make_checkpoint(model, optimizer=None):
   listed explicitly: the model's by their paths (stable, since every layer
   is named), the optimizer's by position (Keras creates them in the order
   of the model's trainable variables).
+
+  Args:
+    model: an ``IWAEModel``.
+    optimizer: the trainer's optimizer (training) or None (evaluation).
+    rng: the trainer's ``tf.random.Generator``, saved as ``rng``, or None.
+
+  Returns:
+    ``(checkpoint, epoch)``: ``epoch`` a variable saved with it.
   """
   epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
   kwargs = {'model': _variable_tree(model.weights, [v.path for v in model.weights]),
-            'rng': model.rng, 'epoch': epoch}
+            'epoch': epoch}
+  if rng is not None:
+    kwargs['rng'] = rng
   if optimizer is not None:
     kwargs['optimizer'] = _variable_tree(
         optimizer.variables, [f'slot_{i:04d}' for i in range(len(optimizer.variables))])

@@ -32,6 +32,7 @@ from iwae_tf import metrics
 from iwae_tf import model as model_lib
 from iwae_tf import objectives
 from iwae_tf import rundir
+from iwae_tf import trainer as trainer_lib
 
 
 class DivergenceError(errors.IWAEError):
@@ -58,20 +59,24 @@ def check_finite(value, what, where, run_dir):
 
 
 def build_model(config, x_train=None):
-  """Model and objective from a ``TrainConfig``; output bias from ``x_train``."""
+  """The probabilistic model of a ``TrainConfig``; output bias from ``x_train``."""
   bias = None if x_train is None else data_lib.mean_pixel_logit(x_train)
-  return model_lib.IWAEModel(config.model, objectives.make(config.objective),
-                             output_bias=bias, seed=config.seed,
+  return model_lib.IWAEModel(config.model, output_bias=bias)
+
+
+def build_trainer(config, model):
+  """The ``Trainer`` of ``model`` for the configured objective and seed."""
+  return trainer_lib.Trainer(model, objectives.make(config.objective), seed=config.seed,
                              jit_replica_step=config.jit_compile)
 
 
-def build_optimizer(config, model):
-  """Adam with the configured settings, built and attached to ``model``."""
+def build_optimizer(config, trainer):
+  """Adam with the configured settings, built and attached to ``trainer``."""
   opt = config.optim
   optimizer = keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta1,
                                     beta_2=opt.beta2, epsilon=opt.epsilon)
-  optimizer.build(model.trainable_variables)
-  model.optimizer = optimizer
+  optimizer.build(trainer.trainable_variables)
+  trainer.optimizer = optimizer
   return optimizer
 
 
@@ -81,7 +86,7 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
   Each epoch is a permutation that is a stateless function of ``(seed,
   epoch)``, so a resumed run sees the same order. The last partial batch of
   an epoch is dropped. ``steps_per_call`` consecutive batches are stacked so
-  that the model's compiled ``train_step`` runs them in one call; an
+  that the trainer's compiled ``train_step`` runs them in one call; an
   epoch's last stack holds the steps left over, so calls never straddle two
   epochs. ``None``: batches are not stacked.
 
@@ -158,7 +163,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     if self._estimator is None:
-      self._estimator = metrics.Estimator(self.model)
+      self._estimator = metrics.Estimator(self.model.model)  # the Trainer's model
     step = epoch + 1  # epochs completed
     lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
     with self.train_writer.as_default():
@@ -167,7 +172,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
       lk = self._estimator.log_likelihood(self.train_subset, self.k, self.seed).mean()
       check_finite(lk, f'L_{self.k} on the training subset', f'epoch {step}', self.run_dir)
       tf.summary.scalar(f'L_{self.k}', lk, step=step)
-      variances = metrics.posterior_mean_variances(self.model, self.train_subset, self.seed)
+      variances = metrics.posterior_mean_variances(self.model.model, self.train_subset, self.seed)
       for l, count in enumerate(metrics.active_units(variances)):
         tf.summary.scalar(f'active_units/h{l + 1}', count, step=step)
     if self.valid_writer is not None:
@@ -260,7 +265,7 @@ def steps_per_execution(steps_per_epoch, requested):
   """The largest divisor of ``steps_per_epoch`` not above ``requested``.
 
   Under a distribution strategy, steps are grouped into compiled calls of
-  equal size (``IWAEModel.make_train_function``) that must tile the epoch, so
+  equal size (``Trainer.make_train_function``) that must tile the epoch, so
   that epochs stay aligned with the data order. (On one device an epoch's
   last call runs the steps left over instead: ``epoch_indices``.)
   """
@@ -268,27 +273,27 @@ def steps_per_execution(steps_per_epoch, requested):
              if steps_per_epoch % d == 0)
 
 
-def compile_model(model, optimizer, config, num_train):
-  """Compiles ``model`` for ``fit_epochs`` on ``num_train`` training images.
+def compile_model(trainer, optimizer, config, num_train):
+  """Compiles ``trainer`` for ``fit_epochs`` on ``num_train`` training images.
 
   One device: the whole step, ``steps_per_execution`` steps at a time, is
-  one XLA program (``model.train_step`` loops over stacked batches). Under a
-  distribution strategy the model's training function loops over
+  one XLA program (``trainer.train_step`` loops over stacked batches). Under a
+  distribution strategy the trainer's training function loops over
   ``steps_per_execution`` steps around ``strategy.run``, and each replica's
   gradient computation is XLA-compiled on its own (``jit_replica_step``): an
   all-reduce can sit neither inside an XLA program nor inside a loop of the
   step.
   """
   if config.strategy == 'default':
-    model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    trainer.compile(optimizer=optimizer, jit_compile=config.jit_compile)
   else:
     per_call = steps_per_execution(num_train // config.optim.batch_size,
                                    config.steps_per_execution)
-    model.compile(optimizer=optimizer, jit_compile=False, steps_per_execution=per_call)
+    trainer.compile(optimizer=optimizer, jit_compile=False, steps_per_execution=per_call)
 
 
-def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), strategy=None):
-  """Trains a compiled ``model`` for epochs ``[first, last)``.
+def fit_epochs(trainer, x_train, config, first_epoch, last_epoch, callbacks=(), strategy=None):
+  """Trains a compiled ``trainer`` for epochs ``[first, last)``.
 
   ``config.steps_per_execution`` optimisation steps run per call (on one
   device, an epoch's last call runs the steps left over; under a strategy,
@@ -298,7 +303,7 @@ def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), st
   batch, seed = config.optim.batch_size, config.seed
   if config.strategy == 'default':
     # The images stay on the device; each call receives its batches' indices.
-    model.set_train_images(x_train)
+    trainer.set_train_images(x_train)
     per_call = min(config.steps_per_execution, steps)
     dataset = epoch_indices(len(x_train), batch, seed, first_epoch, last_epoch, per_call)
     steps_per_epoch = -(-steps // per_call)  # calls
@@ -312,7 +317,7 @@ def fit_epochs(model, x_train, config, first_epoch, last_epoch, callbacks=(), st
   callbacks = list(callbacks)
   if config.verbose:
     callbacks.append(Progress(last_epoch, steps, config.verbose))
-  model.fit(dataset, initial_epoch=first_epoch, epochs=last_epoch,
+  trainer.fit(dataset, initial_epoch=first_epoch, epochs=last_epoch,
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=0, shuffle=False)
 
 
@@ -325,7 +330,7 @@ def train(config):
   run directory, which must therefore be on a shared filesystem.
 
   Returns:
-    The trained ``IWAEModel``.
+    The ``Trainer``; its ``model`` is the trained ``IWAEModel``.
   """
   # MultiWorkerMirroredStrategy must exist before any other TensorFlow op.
   strategy = distribute.make_strategy(config.strategy, config.devices)
@@ -340,8 +345,9 @@ def train(config):
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(config, splits.x_train)
-    optimizer = build_optimizer(config, model)
-    checkpoint, epoch_var = rundir.make_checkpoint(model, optimizer)
+    trainer = build_trainer(config, model)
+    optimizer = build_optimizer(config, trainer)
+    checkpoint, epoch_var = rundir.make_checkpoint(model, optimizer, trainer.rng)
     if chief:
       restored = rundir.restore_newest_readable(checkpoint, config.run_dir)
     else:
@@ -354,13 +360,13 @@ def train(config):
         rundir.record_environment(config.run_dir, initialised_from=source)
         print(f'{config.run_dir}: starting from {source["checkpoint"]} '
               f'(epoch {source["epoch"]} of {config.init_from})')
-    compile_model(model, optimizer, config, len(splits.x_train))
+    compile_model(trainer, optimizer, config, len(splits.x_train))
   save_dir = distribute.scratch_dir(strategy, config.run_dir)
   manager = rundir.checkpoint_manager(checkpoint, save_dir)
   start, total = int(epoch_var.numpy()), config.total_epochs
   if start >= total:
     print(f'{config.run_dir}: already trained for {start} epochs (target {total}).')
-    return model
+    return trainer
   if start:
     print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
 
@@ -378,8 +384,8 @@ def train(config):
   callbacks.append(SaveCheckpoint(manager, epoch_var, config.milestones,
                                   config.run_dir if chief else None))
   try:
-    fit_epochs(model, splits.x_train, config, start, total, callbacks, strategy)
+    fit_epochs(trainer, splits.x_train, config, start, total, callbacks, strategy)
   finally:
     if save_dir != config.run_dir:
       shutil.rmtree(save_dir, ignore_errors=True)
-  return model
+  return trainer

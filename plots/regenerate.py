@@ -130,7 +130,8 @@ def scatter(test, measurements):
     _, model, _, epoch = evaluation.restore(run)
     q = model.encoders[0](tf.constant(x))
     panels.append((f'{objective.upper()} k={k} ({epoch} epochs)', q.mean().numpy()))
-    samples.append(layers.sample(q, tf.constant([0, 1]), [1])[0].numpy()[:1000])
+    eps = layers.standard_normal_noise(tf.concat([[1], tf.shape(q.mean())], 0), tf.constant([0, 1]))
+    samples.append(layers.reparameterize(q, eps)[0].numpy()[:1000])
     if objective == 'vae' and k == 1:
       panels.append(('IWAE k=1 (= VAE k=1)', panels[-1][1]))
       samples.append(samples[-1])
@@ -328,8 +329,9 @@ def gradient_snr(test, measurements):
   for estimator in ('iwae', 'dreg'):
     values = []
     for k in ks:
-      model.objective = objectives.make(c.ObjectiveConfig('iwae', k, estimator))
-      values.append(metrics.gradient_snr(model, test['x'][:FLAGS.snr_images], FLAGS.snr_draws))
+      objective = objectives.make(c.ObjectiveConfig('iwae', k, estimator))
+      values.append(metrics.gradient_snr(model, objective, test['x'][:FLAGS.snr_images],
+                                         FLAGS.snr_draws))
     for part in series:
       series[part][estimator.upper()] = (ks, [v[part] for v in values])
   fig = plotting.line_panels([

@@ -11,19 +11,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from iwae_tf import config
 from iwae_tf import distribute
 from iwae_tf import evaluation
-from iwae_tf import layers
 from iwae_tf import logs
 from iwae_tf import training
 from test_training import ROOT
 from test_training import tiny_config
 from test_training import weights
 
-tfd = tfp.distributions
 TWO_CPUS = ('/cpu:0', '/cpu:1')
 # Parameters move by up to the learning rate (1e-3) per Adam step. Adam
 # divides each gradient by its running RMS, so for weights of rarely-on pixels
@@ -93,44 +90,33 @@ def test_checkpoint_resumes_under_the_other_strategy(tmp_path, one_device, first
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=PARAM_ATOL)
 
 
-def test_shards_of_the_noise_tile_the_global_noise():
-  """Each shard's sample is the global sample's rows, at both latent layers'
-  shapes (``[k, batch, d]`` from ``[batch, d]`` and from ``[k, batch, d]``)."""
-  seed = tf.constant([3, 4])
+@pytest.mark.parametrize('estimator', ['iwae', 'dreg'])
+def test_replicas_steps_add_up_to_the_global_step(estimator):
+  """A replica's step (``Trainer._step`` with its ``Shard``) binarises and
+  samples with its rows of the global batch's noise: the two replicas'
+  scaled gradients add up to the one-device gradient of the whole batch, and
+  their bounds average to its bound."""
+  from iwae_tf import model as model_lib, objectives, trainer as trainer_lib
+  m = model_lib.IWAEModel(config.ModelConfig(latents=(3, 2), hidden=((8,), (4,)), data_dim=12))
+  t = trainer_lib.Trainer(m, objectives.make(config.ObjectiveConfig('iwae', 3, estimator)))
+  x = tf.constant(np.random.default_rng(0).integers(0, 256, (6, 12)), tf.int32)
+  seeds = tf.constant([[1, 2], [1, 3]])
+  variables = t._step(x, seeds)[3]  # eagerly: the variables, in the gradients' order
+  step = tf.function(lambda *args: t._step(*args)[:3], jit_compile=True)
+  _, bound, grads = step(x, seeds)
+  parts = [step(x, seeds, distribute.Shard(tf.constant(i), 2)) for i in range(2)]
+  np.testing.assert_allclose((parts[0][1] + parts[1][1]) / 2, bound, rtol=1e-5)
+  for i, v in enumerate(variables):
+    np.testing.assert_allclose(parts[0][2][i] + parts[1][2][i], grads[i], rtol=1e-4, atol=1e-6,
+                               err_msg=v.path)
 
-  @tf.function(jit_compile=True)
-  def draw(loc, index, count, sample_shape):
-    dist = tfd.Independent(tfd.Normal(loc, tf.exp(0.1 * loc)), reinterpreted_batch_ndims=1)
-    shard = None if count == 1 else distribute.Shard(index, count)
-    return layers.sample(dist, seed, sample_shape, shard)
 
-  for loc, sample_shape in [(tf.reshape(tf.range(12.0), [6, 2]), [5]),
-                            (tf.reshape(tf.range(60.0), [5, 6, 2]), [])]:
-    whole = draw(loc, 0, 1, sample_shape)
-    assert whole.shape == (5, 6, 2)
-    parts = [draw(loc[..., 2 * i:2 * i + 2, :], i, 3, sample_shape) for i in range(3)]
-    np.testing.assert_array_equal(tf.concat(parts, axis=1), whole)
-
-
-def test_take_rows_and_global_shape():
+def test_take_rows():
   x = tf.reshape(tf.range(24), [2, 6, 2])
   shard = distribute.Shard(tf.constant(1), 3)
   np.testing.assert_array_equal(distribute.take_rows(x, shard, -2), x[:, 2:4])
+  np.testing.assert_array_equal(distribute.take_rows(x, shard, 1), x[:, 2:4])
   np.testing.assert_array_equal(distribute.take_rows(x, None, 1), x)
-  np.testing.assert_array_equal(distribute.global_shape(tf.constant([5, 2, 7]), shard, -2),
-                                [5, 6, 7])
-  np.testing.assert_array_equal(distribute.global_shape(tf.constant([2, 7]), shard, 0), [6, 7])
-
-
-def test_binarisation_shards_tile_the_global_draw():
-  from iwae_tf import model as model_lib, objectives
-  m = model_lib.IWAEModel(config.ModelConfig(latents=(2,), hidden=((4,),)),
-                          objectives.make(config.ObjectiveConfig('iwae', 1)))
-  x = tf.constant(np.random.default_rng(0).integers(0, 256, (6, 784)), tf.uint8)
-  seed = tf.constant([1, 2])
-  whole = m.binarize(x, seed)
-  parts = [m.binarize(x, seed, distribute.Shard(tf.constant(i), 2)) for i in range(2)]
-  np.testing.assert_array_equal(tf.concat(parts, 0), whole)
 
 
 def test_bad_strategy_settings_are_one_line_errors():

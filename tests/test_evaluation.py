@@ -99,7 +99,7 @@ def test_restored_model_equals_trained_model(tmp_path):
   trained = training.train(tiny_config(tmp_path / 'r', epochs=1))
   _, restored, _, epoch = evaluation.restore(str(tmp_path / 'r'))
   assert epoch == 1
-  for a, b in zip(trained.weights, restored.weights):
+  for a, b in zip(trained.model.weights, restored.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
@@ -111,8 +111,9 @@ def test_pruning_removes_units_exactly(latents, hidden):
   variances = [np.array([1.0] + [0.0] * (d - 1)) for d in latents]  # keep unit 0 only
   assert evaluation.prune_inactive(m, variances) == [list(range(1, d)) for d in latents]
   seed = tf.constant([1, 2], tf.int32)
-  hs, log_q = m.encode(x, 4, seed)
-  log_w = m.log_weights(x, 4, seed)
+  noise = m.draw_noise(4, 6, seed)
+  hs, log_q = m.encode(x, noise)
+  log_w = m.log_weights(x, noise)
   # The pruned units' terms cancel exactly: recompute with unit 0 of each layer only.
   keep = lambda d: tfd.Independent(tfd.Normal(d.distribution.loc[..., :1],  # noqa: E731
                                               d.distribution.scale[..., :1]), 1)

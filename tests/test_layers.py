@@ -43,7 +43,8 @@ def test_layers_return_independent_distributions_over_leading_axes():
   assert isinstance(q, tfd.Independent) and isinstance(p, tfd.Independent)
   assert q.batch_shape == (5, 4) and q.event_shape == (2,)
   assert p.batch_shape == (5, 4) and p.event_shape == (6,)
-  assert layers.sample(q, tf.constant([1, 2]), [7]).shape == (7, 5, 4, 2)
+  eps = layers.standard_normal_noise([7, 5, 4, 2], tf.constant([1, 2]))
+  assert layers.reparameterize(q, eps).shape == (7, 5, 4, 2)
 
 
 def test_noise_generator_is_threefry_exactly_under_xla():
@@ -70,10 +71,12 @@ def test_gaussian_sample_under_xla_uses_threefry_with_the_right_moments():
   @tf.function(jit_compile=True)
   def draw():
     eps = tf.random.stateless_normal([100000, 1, 2], seed, alg='threefry')
-    return layers.sample(d, seed, [100000]), loc + scale * eps
+    return layers.reparameterize(d, layers.standard_normal_noise([100000, 1, 2], seed)), \
+        loc + scale * eps
 
   z, expected = draw()
   np.testing.assert_array_equal(z.numpy(), expected.numpy())
   np.testing.assert_allclose(z.numpy().mean((0, 1)), [1.0, -2.0], atol=0.03)
   np.testing.assert_allclose(z.numpy().std((0, 1)), [0.5, 3.0], rtol=0.02)
-  assert not np.allclose(z.numpy(), layers.sample(d, seed, [100000]).numpy())  # eager: Philox
+  eager = layers.reparameterize(d, layers.standard_normal_noise([100000, 1, 2], seed))
+  assert not np.allclose(z.numpy(), eager.numpy())  # eager: Philox

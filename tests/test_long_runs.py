@@ -59,6 +59,13 @@ def test_cli_divergence_is_one_line_and_nonzero(tmp_path):
   assert not rundir.saved_checkpoints(str(tmp_path / 'r'))  # nothing non-finite was saved
 
 
+def training_checkpoint(cfg):
+  """The checkpoint object that ``training.train`` restores into."""
+  model = training.build_model(cfg)
+  trainer = training.build_trainer(cfg, model)
+  return rundir.make_checkpoint(model, training.build_optimizer(cfg, trainer), trainer.rng)
+
+
 def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_path):
   straight = training.train(tiny_config(tmp_path / 'a', epochs=4))
   run = tmp_path / 'b'
@@ -67,8 +74,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_pa
   with open(data, 'r+b') as f:  # a disk that filled up mid-write
     f.truncate(os.path.getsize(data) // 2)
   warnings = []
-  model = training.build_model(tiny_config(run))
-  ckpt, epoch = rundir.make_checkpoint(model, training.build_optimizer(tiny_config(run), model))
+  ckpt, epoch = training_checkpoint(tiny_config(run))
   restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored.endswith('ckpt-2') and int(epoch.numpy()) == 2
   assert len(warnings) == 1 and 'ckpt-3 is damaged' in warnings[0]
@@ -102,7 +108,7 @@ def test_milestones_are_kept_at_the_end_of_each_stage(tmp_path):
   one_epoch = training.train(paper_config(tmp_path / 'one', epochs=1))
   values = checkpoint_values(rundir.checkpoint_path(str(run), 1))
   assert rundir.checkpoint_path(str(run), 1).startswith(str(milestones))
-  for v in one_epoch.weights:
+  for v in one_epoch.model.weights:
     key = f"model/{v.path.replace('/', '__')}/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_allclose(values[key], v.numpy(), rtol=1e-6)
   assert config.STAGE_ENDS == (1, 4, 13, 40, 121, 364, 1093, 3280)
@@ -115,8 +121,7 @@ def test_every_rolling_checkpoint_damaged_falls_back_to_a_milestone(tmp_path):
     if name.endswith('.index'):
       (run / 'checkpoints' / name).write_bytes(b'garbage')
   warnings = []
-  model = training.build_model(paper_config(run, 6))
-  ckpt, epoch = rundir.make_checkpoint(model, training.build_optimizer(paper_config(run, 6), model))
+  ckpt, epoch = training_checkpoint(paper_config(run, 6))
   restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored == str(run / 'checkpoints' / 'milestones' / 'ckpt-4')
   assert int(epoch.numpy()) == 4 and len(warnings) == 3

@@ -11,16 +11,29 @@ from iwae_tf import config
 from iwae_tf import metrics
 from iwae_tf import model as model_lib
 from iwae_tf import objectives
+from iwae_tf import trainer as trainer_lib
 
 tfd = tfp.distributions
 SEED = tf.constant([3, 4], tf.int32)
 
 
-def make_model(latents, hidden=None, data_dim=784, objective='iwae', k=3, bias=None):
+def make_model(latents, hidden=None, data_dim=784, bias=None):
   cfg = config.ModelConfig(latents=latents, hidden=hidden or config.default_hidden(latents),
                            data_dim=data_dim)
-  return model_lib.IWAEModel(cfg, objectives.make(config.ObjectiveConfig(objective, k)),
-                             output_bias=bias, seed=1)
+  return model_lib.IWAEModel(cfg, output_bias=bias)
+
+
+def make_trainer(model, objective='iwae', k=3):
+  return trainer_lib.Trainer(model, objectives.make(config.ObjectiveConfig(objective, k)), seed=1)
+
+
+def noise(m, k, x, seed=SEED):
+  """The model's noise for ``k`` samples of each image of ``x``."""
+  return m.draw_noise(k, x.shape[0], seed)
+
+
+def log_weights(m, x, k, seed=SEED, **kwargs):
+  return m.log_weights(x, noise(m, k, x, seed), **kwargs)
 
 
 def binary(n, d, seed=0):
@@ -34,7 +47,7 @@ def test_distribution_shapes(latents):
   q = m.encoders[0](x)
   assert isinstance(q, tfd.Independent)
   assert q.batch_shape == [4] and q.event_shape == [latents[0]]
-  hs, log_q = m.encode(x, 6, SEED)
+  hs, log_q = m.encode(x, noise(m, 6, x))
   assert [h.shape for h in hs] == [(6, 4, d) for d in latents]
   assert log_q.shape == (6, 4)
   px = m.decoders[0](hs[0])
@@ -42,7 +55,8 @@ def test_distribution_shapes(latents):
   for l in range(1, len(latents)):
     p = m.decoders[l](hs[l])
     assert p.batch_shape == [6, 4] and p.event_shape == [latents[l - 1]]
-  assert m.log_weights(x, 6, SEED).shape == (6, 4)
+  assert [e.shape for e in noise(m, 6, x)] == [(6, 4, d) for d in latents]
+  assert log_weights(m, x, 6).shape == (6, 4)
   assert [mu.shape for mu in m.posterior_means(x, SEED, 3)] == [(4, d) for d in latents]
 
 
@@ -71,7 +85,7 @@ def test_output_bias_initialisation():
 def test_log_weights_match_explicit_formula():
   m = make_model((4, 3), data_dim=10, hidden=((8,), (5,)))
   x = binary(2, 10)
-  hs, log_q = m.encode(x, 5, SEED)
+  hs, log_q = m.encode(x, noise(m, 5, x))
   q1 = m.encoders[0](x)
   q2 = m.encoders[1](hs[0])
   np.testing.assert_allclose(log_q, q1.log_prob(hs[0]) + q2.log_prob(hs[1]), rtol=1e-5)
@@ -80,15 +94,15 @@ def test_log_weights_match_explicit_formula():
            tf.reduce_sum(x * tf.math.log_sigmoid(m.decoders[0].logits(m.decoders[0].mlp(hs[0]))) +
                          (1 - x) * tf.math.log_sigmoid(-m.decoders[0].logits(m.decoders[0].mlp(hs[0]))),
                          axis=-1))
-  np.testing.assert_allclose(m.log_weights(x, 5, SEED), log_p - log_q, rtol=1e-5)
+  np.testing.assert_allclose(log_weights(m, x, 5), log_p - log_q, rtol=1e-5)
 
 
 def test_stop_q_params_changes_gradients_not_values():
   m = make_model((3,), data_dim=10, hidden=((8,),))
   x = binary(2, 10)
   with tf.GradientTape(persistent=True) as tape:
-    a = tf.reduce_sum(m.log_weights(x, 4, SEED))
-    b = tf.reduce_sum(m.log_weights(x, 4, SEED, stop_q_params=True))
+    a = tf.reduce_sum(log_weights(m, x, 4))
+    b = tf.reduce_sum(log_weights(m, x, 4, stop_q_params=True))
   np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
   ga = tape.gradient(a, m.encoder_variables)
   gb = tape.gradient(b, m.encoder_variables)
@@ -140,8 +154,8 @@ def test_chunked_estimate_equals_unchunked_on_the_same_samples():
   # The same samples drawn explicitly: chunks 0..3 of 7, then a rest of 2.
   seed = tf.random.experimental.stateless_fold_in(tf.constant([9, 0], tf.int32), 0)
   log_w = tf.concat(
-      [m.log_weights(tf.constant(x), 7 if c < 4 else 2,
-                     tf.random.experimental.stateless_fold_in(seed, c)) for c in range(5)], 0)
+      [log_weights(m, tf.constant(x), 7 if c < 4 else 2,
+                   tf.random.experimental.stateless_fold_in(seed, c)) for c in range(5)], 0)
   np.testing.assert_allclose(got, bounds.iwae_bound(log_w).numpy(), rtol=1e-5)
   # And XLA-compiled with another chunk size: same estimator up to Monte Carlo noise.
   other = metrics.Estimator(m, batch_size=2, chunk=30).log_likelihood(x, 30, seed=9)
@@ -164,11 +178,11 @@ def test_active_units_on_constructed_encoder():
 
 
 def test_iwae_and_vae_objectives():
-  m = make_model((3,), hidden=((8,),), data_dim=10, k=4)
+  m = make_model((3,), hidden=((8,),), data_dim=10)
   x = binary(5, 10)
-  log_w = m.log_weights(x, 4, SEED)
-  iw = objectives.IWAE(4)(m, x, SEED)
-  va = objectives.VAE(4)(m, x, SEED)
+  log_w = log_weights(m, x, 4)
+  iw = objectives.IWAE(4)(m, x, noise(m, 4, x))
+  va = objectives.VAE(4)(m, x, noise(m, 4, x))
   np.testing.assert_allclose(iw.value, bounds.iwae_bound(log_w).numpy().mean(), rtol=1e-5)
   np.testing.assert_allclose(va.value, log_w.numpy().mean(), rtol=1e-5)
   np.testing.assert_allclose(va.bound, iw.bound, rtol=1e-6)  # the reported bound is L_k
@@ -179,7 +193,7 @@ def test_gaussian_sample_moments_and_reparameterisation():
   loc, scale = tf.Variable([[1.0, -2.0]]), tf.Variable([[0.5, 3.0]])
   with tf.GradientTape() as tape:
     d = tfd.Independent(tfd.Normal(loc, scale), 1)
-    z = layers.sample(d, SEED, [100000])
+    z = layers.reparameterize(d, layers.standard_normal_noise([100000, 1, 2], SEED))
     s = tf.reduce_mean(z)
   assert z.shape == (100000, 1, 2)
   np.testing.assert_allclose(z.numpy().mean((0, 1)), [1.0, -2.0], atol=0.03)
@@ -188,6 +202,21 @@ def test_gaussian_sample_moments_and_reparameterisation():
   np.testing.assert_allclose(g_loc.numpy(), [[0.5, 0.5]], rtol=2e-3)  # d mean(z) / d loc
   eps = (z.numpy() - [1.0, -2.0]) / [0.5, 3.0]
   np.testing.assert_allclose(g_scale.numpy(), eps.mean((0, 1))[None] / 2, rtol=1e-4, atol=1e-7)
+
+
+def test_the_model_is_a_function_of_weights_images_and_noise():
+  """The pure model holds no random state: the same noise gives the same
+  log-weights, another seed's noise other ones, and the noise of a block of
+  images is their rows of a bigger batch's noise."""
+  m = make_model((4, 3), data_dim=10, hidden=((8,), (5,)))
+  assert not any(isinstance(v, tf.random.Generator) for v in vars(m).values())
+  x = binary(6, 10)
+  eps = noise(m, 5, x)
+  np.testing.assert_array_equal(m.log_weights(x, eps), m.log_weights(x, eps))
+  assert not np.allclose(m.log_weights(x, eps), log_weights(m, x, 5, SEED + 1))
+  rows = [e[:, 2:4] for e in eps]
+  np.testing.assert_allclose(m.log_weights(x[2:4], rows), m.log_weights(x, eps)[:, 2:4],
+                             rtol=1e-6)
 
 
 def test_index_batches_train_as_the_images_they_name():
@@ -199,7 +228,7 @@ def test_index_batches_train_as_the_images_they_name():
   results = []
   for feed in ('indices', 'images'):
     keras.utils.set_random_seed(0)
-    m = make_model((3,), hidden=((8,),))
+    m = make_trainer(make_model((3,), hidden=((8,),)))
     m.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
     m.optimizer.build(m.trainable_variables)
     m.set_train_images(images)
@@ -219,7 +248,7 @@ def test_index_batches_train_as_the_images_they_name():
 def test_dynamic_binarisation_draws_bernoulli_of_the_grey_level(jit):
   """Each pixel is 1 with probability grey/255 (0 never, 255 always), with
   TensorFlow's Philox kernels and with XLA's ThreeFry (``layers.noise_alg``)."""
-  m = make_model((3,), hidden=((8,),), data_dim=4)
+  m = make_trainer(make_model((3,), hidden=((8,),), data_dim=4))
   grey = tf.constant(np.tile([[0, 64, 191, 255]], (50000, 1)), tf.uint8)
   x = tf.function(m.binarize, jit_compile=jit)(grey, SEED).numpy()
   assert set(np.unique(x)) <= {0.0, 1.0}

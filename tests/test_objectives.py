@@ -8,17 +8,15 @@ from iwae_tf import bounds
 from iwae_tf import config
 from iwae_tf import layers
 from iwae_tf import objectives
-from test_model import binary, make_model
+from test_model import binary, log_weights, make_model, noise
 
 
-def model_with(estimator, k=4, objective='iwae', groups=1, beta=0.5, seed_model=None):
-  m = seed_model or make_model((2,), hidden=((8,),), data_dim=10)
-  m.objective = objectives.make(config.ObjectiveConfig(objective, k, estimator, groups, beta))
-  return m
+def estimator(name, k=4, objective='iwae', groups=1, beta=0.5):
+  return objectives.make(config.ObjectiveConfig(objective, k, name, groups, beta))
 
 
-def grads_by_name(m, x, seed):
-  _, grads, variables = m.gradients(x, seed)
+def grads_by_name(obj, m, x, seed):
+  _, grads, variables = obj.gradients(m, x, noise(m, obj.samples, x, seed))
   return {v.path: g.numpy() for v, g in zip(variables, grads)}
 
 
@@ -37,23 +35,23 @@ def base():
 
 
 def test_reported_bound_is_l_k_for_every_estimator(base):
-  log_w = base.log_weights(X, 4, SEED)
+  log_w = log_weights(base, X, 4, SEED)
   for est in ('iwae', 'stl', 'dreg', 'ciwae'):
-    out = model_with(est, seed_model=base).objective(base, X, SEED)
+    out = estimator(est)(base, X, noise(base, 4, X, SEED))
     np.testing.assert_allclose(out.bound, bounds.iwae_bound(log_w), rtol=1e-5, err_msg=est)
-  out = model_with('miwae', k=2, groups=2, seed_model=base).objective(base, X, SEED)
+  out = estimator('miwae', k=2, groups=2)(base, X, noise(base, 4, X, SEED))
   groups = tf.reshape(log_w, [2, 2, 3])
   np.testing.assert_allclose(
       out.bound, (bounds.iwae_bound(groups[0]) + bounds.iwae_bound(groups[1])) / 2, rtol=1e-5)
 
 
 def test_stl_is_the_reparameterised_gradient_minus_the_score_term(base):
-  iwae = grads_by_name(model_with('iwae', seed_model=base), X, SEED)
-  stl = grads_by_name(model_with('stl', seed_model=base), X, SEED)
+  iwae = grads_by_name(estimator('iwae'), base, X, SEED)
+  stl = grads_by_name(estimator('stl'), base, X, SEED)
   # Score term, written out: sum_i w~_i d/dphi log q_phi(z_i) at fixed z_i.
   with tf.GradientTape() as tape:
-    hs, _ = base.encode(X, 4, SEED)
-    w = tf.stop_gradient(tf.nn.softmax(base.log_weights(X, 4, SEED), axis=0))
+    hs, _ = base.encode(X, noise(base, 4, X, SEED))
+    w = tf.stop_gradient(tf.nn.softmax(log_weights(base, X, 4, SEED), axis=0))
     q = base.encoders[0](X)
     score = tf.reduce_mean(tf.reduce_sum(w * q.log_prob(tf.stop_gradient(hs[0])), 0))
   enc = base.encoder_variables
@@ -67,17 +65,17 @@ def test_stl_is_the_reparameterised_gradient_minus_the_score_term(base):
 
 
 def test_dreg_matches_iwae_in_expectation_with_lower_variance(base):
-  iwae, dreg = model_with('iwae', k=5, seed_model=base), model_with('dreg', k=5, seed_model=base)
+  iwae, dreg = estimator('iwae', k=5), estimator('dreg', k=5)
   x = X[:1]
   enc = [v.path for v in base.encoder_variables]
   samples = {'iwae': [], 'dreg': []}
   for s in range(300):
     seed = tf.constant([s, 17], tf.int32)
     for name, m in (('iwae', iwae), ('dreg', dreg)):
-      g = grads_by_name(m, x, seed)
+      g = grads_by_name(m, base, x, seed)
       samples[name].append(np.concatenate([g[n].ravel() for n in enc]))
     if s == 0:  # decoders get the same (standard IWAE) gradient, sample by sample
-      a, b = grads_by_name(iwae, x, seed), grads_by_name(dreg, x, seed)
+      a, b = grads_by_name(iwae, base, x, seed), grads_by_name(dreg, base, x, seed)
       assert_same(a, b, [v.path for v in base.decoder_variables], rtol=1e-4, atol=1e-6)
   a, b = np.array(samples['iwae']), np.array(samples['dreg'])
   stderr = np.sqrt(a.var(0) / len(a) + b.var(0) / len(b))
@@ -87,10 +85,10 @@ def test_dreg_matches_iwae_in_expectation_with_lower_variance(base):
 
 
 def test_dreg_encoder_gradient_matches_its_explicit_formula(base):
-  dreg = grads_by_name(model_with('dreg', seed_model=base), X, SEED)
+  dreg = grads_by_name(estimator('dreg'), base, X, SEED)
   # sum_i w~_i^2 (d log w_i / dz_i)(dz_i / dphi), by the chain rule through z.
   with tf.GradientTape() as outer:
-    hs, _ = base.encode(X, 4, SEED)
+    hs, _ = base.encode(X, noise(base, 4, X, SEED))
     z = hs[0]
     with tf.GradientTape() as inner:
       inner.watch(z)
@@ -106,14 +104,14 @@ def test_dreg_encoder_gradient_matches_its_explicit_formula(base):
 
 
 def test_ciwae_endpoints(base):
-  vae = grads_by_name(model_with('iwae', objective='vae', seed_model=base), X, SEED)
-  iwae = grads_by_name(model_with('iwae', seed_model=base), X, SEED)
+  vae = grads_by_name(estimator('iwae', objective='vae'), base, X, SEED)
+  iwae = grads_by_name(estimator('iwae'), base, X, SEED)
   names = [v.path for v in base.trainable_variables]
-  assert_same(grads_by_name(model_with('ciwae', beta=1.0, seed_model=base), X, SEED), vae, names,
+  assert_same(grads_by_name(estimator('ciwae', beta=1.0), base, X, SEED), vae, names,
               rtol=1e-4, atol=1e-6)
-  assert_same(grads_by_name(model_with('ciwae', beta=0.0, seed_model=base), X, SEED), iwae, names,
+  assert_same(grads_by_name(estimator('ciwae', beta=0.0), base, X, SEED), iwae, names,
               rtol=1e-4, atol=1e-6)
-  half = grads_by_name(model_with('ciwae', beta=0.5, seed_model=base), X, SEED)
+  half = grads_by_name(estimator('ciwae', beta=0.5), base, X, SEED)
   for n in names:
     np.testing.assert_allclose(half[n], (vae[n] + iwae[n]) / 2, rtol=1e-4, atol=1e-6)
 
@@ -121,15 +119,15 @@ def test_ciwae_endpoints(base):
 def test_miwae_and_piwae(base):
   names_dec = [v.path for v in base.decoder_variables]
   names_enc = [v.path for v in base.encoder_variables]
-  miwae = grads_by_name(model_with('miwae', k=3, groups=2, seed_model=base), X, SEED)
-  piwae = grads_by_name(model_with('piwae', k=3, groups=2, seed_model=base), X, SEED)
-  iwae6 = grads_by_name(model_with('iwae', k=6, seed_model=base), X, SEED)
+  miwae = grads_by_name(estimator('miwae', k=3, groups=2), base, X, SEED)
+  piwae = grads_by_name(estimator('piwae', k=3, groups=2), base, X, SEED)
+  iwae6 = grads_by_name(estimator('iwae', k=6), base, X, SEED)
   # PIWAE: decoder as IWAE over all 6 samples, encoder as MIWAE(2, 3).
   assert_same(piwae, iwae6, names_dec, rtol=1e-4, atol=1e-6)
   assert_same(piwae, miwae, names_enc, rtol=1e-4, atol=1e-6)
   assert any(not np.allclose(miwae[n], iwae6[n], atol=1e-6) for n in names_enc)
   # MIWAE with one group is IWAE.
-  assert_same(grads_by_name(model_with('miwae', k=6, groups=1, seed_model=base), X, SEED),
+  assert_same(grads_by_name(estimator('miwae', k=6, groups=1), base, X, SEED),
               iwae6, names_dec + names_enc, rtol=1e-5, atol=1e-7)
 
 
@@ -145,13 +143,13 @@ def test_bad_estimator_configs(kwargs, message):
 
 def test_gradient_snr_matches_numpy(base):
   from iwae_tf import metrics
-  m = model_with('iwae', k=3, seed_model=base)
-  snr = metrics.gradient_snr(m, X.numpy(), num_draws=20, seed=4, jit_compile=False)
-  enc_paths = {v.path for v in m.encoder_variables}
+  m = estimator('iwae', k=3)
+  snr = metrics.gradient_snr(base, m, X.numpy(), num_draws=20, seed=4, jit_compile=False)
+  enc_paths = {v.path for v in base.encoder_variables}
   g_enc, g_dec = [], []
   for i in range(20):
     seed = tf.random.experimental.stateless_fold_in(tf.constant([4, 2], tf.int32), i)
-    g = grads_by_name(m, X, seed)
+    g = grads_by_name(m, base, X, seed)
     g_enc.append(np.concatenate([g[n].ravel() for n in g if n in enc_paths]))
     g_dec.append(np.concatenate([g[n].ravel() for n in g if n not in enc_paths]))
   for name, gs in (('encoder', g_enc), ('decoder', g_dec)):

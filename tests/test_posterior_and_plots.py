@@ -43,7 +43,7 @@ def test_importance_resample_shapes_and_k1_is_q():
   assert [h.shape for h in hs] == [(6, 4), (6, 3)]
   seed = tf.constant([3, 4])
   one = posterior.importance_resample(m, x, 1, seed)
-  plain, _ = m.encode(x, 1, tf.random.experimental.stateless_split(seed, 2)[0])
+  plain, _ = m.encode(x, m.draw_noise(1, 6, tf.random.experimental.stateless_split(seed, 2)[0]))
   for a, b in zip(one, plain):
     np.testing.assert_allclose(a.numpy(), b.numpy()[0])
 

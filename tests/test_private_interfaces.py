@@ -40,11 +40,11 @@ def test_tfp_bernoulli_hooks_exist_and_are_used():
 
 
 def test_keras_model_records_its_distribution_strategy():
-  """model.IWAEModel.make_train_function: keras.Model._distribute_strategy is
+  """trainer.Trainer.make_train_function: keras.Model._distribute_strategy is
   None for a model built outside any strategy's scope."""
   plain = keras.Sequential([keras.layers.Dense(1)])
   assert hasattr(plain, '_distribute_strategy') and plain._distribute_strategy is None, (
-      'keras.Model._distribute_strategy changed: update IWAEModel.make_train_function')
+      'keras.Model._distribute_strategy changed: update Trainer.make_train_function')
   with tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']).scope():
     mirrored = keras.Sequential([keras.layers.Dense(1)])
   assert mirrored._distribute_strategy is not None

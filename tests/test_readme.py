@@ -6,12 +6,18 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_own_model_snippet_runs():
+def run_snippet(heading):
+  """Runs the first Python block after ``heading``; returns its variables."""
   text = open(os.path.join(ROOT, 'README.md')).read()
-  section = text.split('## Using the bounds on your own model', 1)[1]
+  section = text.split(heading, 1)[1]
   code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
   scope = {}
   exec(compile(code, 'README.md', 'exec'), scope)  # pylint: disable=exec-used
+  return scope
+
+
+def test_own_model_snippet_runs():
+  scope = run_snippet('## Using the bounds on your own model')
   import numpy as np
   assert float(scope['loss']) > 0 and np.isfinite(float(scope['loss']))
   assert np.all(scope['bounds'].iwae_bound(scope['log_w']) >= scope['bounds'].elbo(scope['log_w']))
@@ -23,3 +29,12 @@ def test_layout_table_names_every_module():
                    if f.endswith('.py') and f != '__init__.py')
   missing = [m for m in modules if f'iwae_tf/{m}' not in text.split('## Layout', 1)[1]]
   assert not missing, missing
+
+
+def test_model_and_trainer_snippet_runs():
+  scope = run_snippet('## The model and the trainer')
+  assert scope['log_w'].shape == (5, 20)
+  assert [v.path for v in scope['variables']] == [
+      v.path for v in scope['m'].encoder_variables + scope['m'].decoder_variables]
+  assert all(g is not None for g in scope['grads'])
+  assert scope['fit_me'].model is scope['m']

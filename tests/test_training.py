@@ -71,7 +71,7 @@ def test_interrupted_run_resumes_exactly(tmp_path):
   for u, v in zip(weights(straight), weights(resumed)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
   assert rundir.checkpoint_manager(
-      rundir.make_checkpoint(resumed)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
+      rundir.make_checkpoint(resumed.model)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
 
 
 def test_training_images_stay_out_of_checkpoints(tmp_path):
