@@ -26,17 +26,16 @@ flags.DEFINE_string('latents', '50', 'Stochastic layer sizes, bottom first: 50 (
 flags.DEFINE_string('hidden', None, 'Hidden tanh layer sizes per stochastic layer, '
                     "';'-separated lists, e.g. '200,200;100,100'. Default: the paper's.")
 # --- objective
-flags.DEFINE_enum('objective', 'iwae', config_names.OBJECTIVES, 'Training objective.')
+flags.DEFINE_enum('objective', 'iwae', list(config_names.OBJECTIVES),
+                  'Training objective: ' + config_names.describe(config_names.OBJECTIVES) + '.')
 flags.DEFINE_integer('k', 5, 'Importance samples per image (per group for miwae/piwae).')
-flags.DEFINE_enum('estimator', 'iwae', config_names.ESTIMATORS,
-                  'Gradient estimator: iwae (standard), stl (sticking the landing), dreg '
-                  '(doubly reparameterised), miwae/piwae (--groups), ciwae (--beta).')
+flags.DEFINE_enum('estimator', 'iwae', list(config_names.ESTIMATORS),
+                  'Gradient estimator: ' + config_names.describe(config_names.ESTIMATORS) + '.')
 flags.DEFINE_integer('groups', 1, 'M groups of k samples (miwae, piwae).')
 flags.DEFINE_float('beta', 0.5, 'ELBO weight of ciwae.')
 # --- optimisation
-flags.DEFINE_enum('schedule', 'paper', config_names.SCHEDULES,
-                  'paper: 3280 epochs in 8 stages; poster: the same cut at 70 epochs; '
-                  'continue: 2187 epochs at a tenth of --learning_rate (with --init_from).')
+flags.DEFINE_enum('schedule', 'paper', list(config_names.SCHEDULES),
+                  'Learning-rate schedule: ' + config_names.describe(config_names.SCHEDULES) + '.')
 flags.DEFINE_integer('epochs', None, 'Cut the schedule after this many epochs.')
 flags.DEFINE_integer('batch_size', 20, 'Batch size.')
 flags.DEFINE_float('learning_rate', 1e-3, 'Stage-0 learning rate.')
@@ -69,10 +68,10 @@ flags.DEFINE_integer('steps_per_execution', 300, 'Optimisation steps per compile
                      'the per-step loss in TensorBoard.')
 flags.DEFINE_bool('jit_compile', True, 'Compile the training step with XLA.')
 # --- devices
-flags.DEFINE_enum('strategy', 'default', config_names.STRATEGIES,
-                  'tf.distribute strategy: default (one device), mirrored (all local GPUs, '
-                  'or --devices), multiworker (hosts named by TF_CONFIG). --batch_size is '
-                  'the global batch; results do not depend on the number of replicas.')
+flags.DEFINE_enum('strategy', 'default', list(config_names.STRATEGIES),
+                  'tf.distribute strategy: ' + config_names.describe(config_names.STRATEGIES) +
+                  '. --batch_size is the global batch; results do not depend on the number '
+                  'of replicas.')
 flags.DEFINE_list('devices', [], "mirrored: devices to use, e.g. '/gpu:0,/gpu:1' "
                   '(default: every local GPU).')
 flags.DEFINE_integer('verbose', 1, 'Progress: 0 silent, 1 a line per epoch updated after each compiled call, 2 a line per epoch.')

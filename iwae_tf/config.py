@@ -22,10 +22,50 @@ PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
 POSTER_EPOCHS = 70
 CONTINUE_EPOCHS = 3**7  # 2187
-SCHEDULES = ('paper', 'poster', 'continue')
-OBJECTIVES = ('iwae', 'vae')
-ESTIMATORS = ('iwae', 'stl', 'dreg', 'miwae', 'ciwae', 'piwae')
-STRATEGIES = ('default', 'mirrored', 'multiworker')
+# The registries of names. Each maps a name to its one-line help; the flags'
+# choices and help text, the checks below and the classes that implement the
+# names (objectives.ESTIMATORS, distribute.make_strategy) all derive from
+# them, and tests/test_objectives.py checks the classes cover them exactly.
+# (Pure Python, so that ``train.py --help`` need not start TensorFlow.)
+SCHEDULES = {
+    'paper': '3280 epochs in 8 stages',
+    'poster': 'the same cut at 70 epochs',
+    'continue': '2187 epochs at a tenth of --learning_rate, after --init_from'}
+OBJECTIVES = {'iwae': 'L_k', 'vae': 'the k-sample ELBO'}
+
+
+@dataclasses.dataclass(frozen=True)
+class EstimatorInfo:
+  """What a gradient estimator is, for configuration and help.
+
+  Attributes:
+    help: one line for ``--help``.
+    objectives: the objectives it estimates the gradient of.
+    groups: whether it takes M > 1 groups (``--groups``).
+  """
+  help: str
+  objectives: Tuple[str, ...] = ('iwae',)
+  groups: bool = False
+
+
+ESTIMATORS = {
+    'iwae': EstimatorInfo('standard reparameterised', ('iwae', 'vae')),
+    'stl': EstimatorInfo('sticking the landing', ('iwae', 'vae')),
+    'dreg': EstimatorInfo('doubly reparameterised'),
+    'miwae': EstimatorInfo('mean of M L_k, --groups', groups=True),
+    'ciwae': EstimatorInfo('beta ELBO + (1 - beta) L_k, --beta'),
+    'piwae': EstimatorInfo('decoder on L_Mk, encoder on MIWAE, --groups', groups=True)}
+STRATEGIES = {
+    'default': 'one device',
+    'mirrored': 'all local GPUs, or --devices',
+    'multiworker': 'hosts named by TF_CONFIG'}
+
+
+def describe(registry):
+  """``'name (help), ...'`` for a flag's help text."""
+  return ', '.join(f'{name} ({getattr(info, "help", info)})' for name, info in registry.items())
+
+
 DATASETS = tuple(data_lib.DATASETS)
 BINARIZATIONS = ('dynamic', 'fixed')
 
@@ -83,17 +123,21 @@ class ObjectiveConfig:
 
   def __post_init__(self):
     if self.name not in OBJECTIVES:
-      raise ConfigError(f'unknown objective {self.name!r}; choose from {OBJECTIVES}')
+      raise ConfigError(f'unknown objective {self.name!r}; choose from {tuple(OBJECTIVES)}')
     if self.k < 1:
       raise ConfigError(f'k must be >= 1, got {self.k}')
     if self.estimator not in ESTIMATORS:
-      raise ConfigError(f'unknown estimator {self.estimator!r}; choose from {ESTIMATORS}')
-    if self.name == 'vae' and self.estimator not in ('iwae', 'stl'):
-      raise ConfigError(f'estimator {self.estimator!r} needs --objective=iwae')
+      raise ConfigError(f'unknown estimator {self.estimator!r}; choose from '
+                        f'{tuple(ESTIMATORS)}')
+    info = ESTIMATORS[self.estimator]
+    if self.name not in info.objectives:
+      raise ConfigError(f'estimator {self.estimator!r} needs --objective='
+                        f'{" or ".join(info.objectives)}')
     if self.groups < 1:
       raise ConfigError(f'groups must be >= 1, got {self.groups}')
-    if self.groups > 1 and self.estimator not in ('miwae', 'piwae'):
-      raise ConfigError(f'groups={self.groups} is for --estimator=miwae or piwae')
+    if self.groups > 1 and not info.groups:
+      grouped = ' or '.join(n for n, i in ESTIMATORS.items() if i.groups)
+      raise ConfigError(f'groups={self.groups} is for --estimator={grouped}')
     if not 0.0 <= self.beta <= 1.0:
       raise ConfigError(f'beta must be in [0, 1], got {self.beta}')
 
@@ -110,7 +154,7 @@ class OptimConfig:
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
-      raise ConfigError(f'unknown schedule {self.schedule!r}; choose from {SCHEDULES}')
+      raise ConfigError(f'unknown schedule {self.schedule!r}; choose from {tuple(SCHEDULES)}')
     if self.batch_size < 1:
       raise ConfigError(f'batch_size must be >= 1, got {self.batch_size}')
     if not self.learning_rate > 0:

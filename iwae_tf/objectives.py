@@ -177,6 +177,8 @@ class PIWAE(Objective):
                            encoder_surrogate=tf.reduce_mean(bound))
 
 
+# The classes of the (objective, estimator) pairs that config.ESTIMATORS allows
+# (names, help and rules live there; tests/test_objectives.py checks both agree).
 ESTIMATORS = {
     'iwae': {'iwae': IWAE, 'stl': STL, 'dreg': DReG, 'miwae': IWAE, 'ciwae': CIWAE,
              'piwae': PIWAE},

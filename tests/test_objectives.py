@@ -157,3 +157,15 @@ def test_gradient_snr_matches_numpy(base):
     keep = gs.std(0) > 0
     expect = np.mean(np.abs(gs.mean(0)[keep]) / gs.std(0)[keep])
     np.testing.assert_allclose(snr[name], expect, rtol=1e-4)
+
+
+def test_every_configurable_estimator_has_a_class_and_no_other():
+  """config.ESTIMATORS (names, help, rules) and objectives.ESTIMATORS (the
+  classes) describe the same (objective, estimator) pairs; every pair builds."""
+  allowed = {(o, e) for e, info in config.ESTIMATORS.items() for o in info.objectives}
+  implemented = {(o, e) for o, table in objectives.ESTIMATORS.items() for e in table}
+  assert allowed == implemented
+  assert set(objectives.ESTIMATORS) == set(config.OBJECTIVES)
+  for o, e in sorted(allowed):
+    groups = 2 if config.ESTIMATORS[e].groups else 1
+    assert isinstance(objectives.make(config.ObjectiveConfig(o, 3, e, groups)), objectives.Objective)
