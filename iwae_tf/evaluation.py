@@ -446,15 +446,28 @@ def paired_differences(results):
     a, b = pair.get('iwae'), pair.get('vae')
     if a is None or b is None or key[2] == 1:
       continue
-    same = ('data_sha256', 'eval_binarization_seed', 'num_test', 'k_nll')
-    if any(a.get(f) != b.get(f) for f in same):
-      continue
-    la, lb = per_image(a), per_image(b)
-    if la is None or lb is None or la.shape != lb.shape:
-      continue
-    d = -(la - lb)  # NLL difference per image
-    out[key] = (float(d.mean()), float(d.std() / np.sqrt(len(d))))
+    diff = paired_difference(a, b)
+    if diff is not None:
+      out[key] = diff
   return out
+
+
+def paired_difference(a, b):
+  """Test NLL of result ``a`` minus that of ``b``, image by image.
+
+  Returns:
+    ``(mean difference, standard error of the per-image differences)``, or
+    None unless both hold per-image estimates on the same binarised test
+    images (same data checksum, evaluation seed, number of images and K).
+  """
+  same = ('data_sha256', 'eval_binarization_seed', 'num_test', 'k_nll')
+  if any(a.get(f) != b.get(f) for f in same):
+    return None
+  la, lb = per_image(a), per_image(b)
+  if la is None or lb is None or la.shape != lb.shape:
+    return None
+  d = -(la - lb)  # NLL difference per image
+  return float(d.mean()), float(d.std() / np.sqrt(len(d)))
 
 
 BEGIN, END = '<!-- results-table:begin -->', '<!-- results-table:end -->'

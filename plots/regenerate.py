@@ -233,14 +233,16 @@ def nll_vs_k(measurements):
 
 def learning_curve(measurements):
   from iwae_tf import evaluation, plotting
-  curves, final = {}, {}
+  curves, final, results = {}, {}, {}
   for run in sorted(glob.glob(os.path.join(FLAGS.results_root, '*_paper'))):
     points = {}
     for path in glob.glob(os.path.join(run, 'eval-ckpt*-K5000.json')):
       with open(path) as f:
         r = json.load(f)
+      r['path'] = path  # where its per-image estimates are found
       if evaluation.full_test_set(r):
         points[r['epoch']] = r['test']['nll']['mean']
+        results.setdefault(os.path.basename(run), {})[r['epoch']] = r
     if not points:
       continue
     cfg = r['config']
@@ -263,6 +265,12 @@ def learning_curve(measurements):
            xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
   save(fig, 'learning_curve.png')
   measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*c)} for n, c in curves.items()}
+  # IWAE k=5 against the VAE k=1 baseline (the paper's k = 1 row), image by image.
+  iwae, vae = results.get('iwae_k5_50_paper', {}), results.get('vae_k1_50_paper', {})
+  paired = {str(e): evaluation.paired_difference(iwae[e], vae[e])
+            for e in sorted(set(iwae) & set(vae))}
+  measurements['learning_curve']['IWAE k=5 - VAE k=1 (mean, paired stderr)'] = {
+      e: d for e, d in paired.items() if d is not None}
 
 
 def active_units(measurements):
