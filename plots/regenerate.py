@@ -258,9 +258,11 @@ def learning_curve(measurements):
           f'{FLAGS.results_root}/; make them with: python train.py --objective=vae --k=1 '
           '--schedule=paper, then python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones')
     return
-  epochs = sorted({e for x, _ in curves.values() for e in x})
+  from iwae_tf import config as c
+  # Ticks at the stages' ends; a run's newest checkpoint between them is drawn unlabelled.
+  epochs = sorted({e for x, _ in curves.values() for e in x} & set(c.STAGE_ENDS))
   fig = plotting.line_panels([
-      dict(series=curves, xlabel='epoch (end of each schedule stage)',
+      dict(series=curves, xlabel='epoch (ticks: ends of the schedule\'s stages)',
            ylabel='test NLL (K = 5000, 10,000 images)', logx=True, hlines=final,
            xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
   save(fig, 'learning_curve.png')
