@@ -85,9 +85,8 @@ def export_pretrained(run_dir, out_dir, checkpoint=None):
 
   ``out_dir`` gets the run's ``config.json`` (with ``exported_from``) and
   ``environment.json``, and ``checkpoints/ckpt-<epoch>`` with the model's
-  weights (and its evaluation generator's state) but no optimizer state:
-  what ``evaluate.py`` and the figure script need, 1.7 MB for the paper's
-  1-layer model. An existing export is
+  weights only (no optimizer or generator state): what ``evaluate.py`` and
+  the figure script need, 1.7 MB for the paper's 1-layer model. An existing export is
   refused (nothing is overwritten).
 
   Returns:
@@ -314,17 +313,21 @@ def full_test_set(r):
   return r.get('num_test') == r.get('test_size', 10000)
 
 
-def collect(results_root=rundir.RESULTS_ROOT):
-  """Full-test-set results under ``results_root/<run>/``, the newest epoch
-  (then the largest K) per run; each gets ``run`` (its folder's name) and
-  ``path`` (of its JSON file)."""
-  best = {}
+def read_results(results_root=rundir.RESULTS_ROOT):
+  """Every full-test-set result under ``results_root/<run>/``; each gets
+  ``run`` (its folder's name) and ``path`` (of its JSON file)."""
   for path in sorted(glob.glob(os.path.join(results_root, '*', 'eval-*.json'))):
     with open(path) as f:
       r = json.load(f)
-    if not full_test_set(r):
-      continue
-    r['run'], r['path'] = os.path.basename(os.path.dirname(path)), path
+    if full_test_set(r):
+      r['run'], r['path'] = os.path.basename(os.path.dirname(path)), path
+      yield r
+
+
+def collect(results_root=rundir.RESULTS_ROOT):
+  """``read_results``, the newest epoch (then the largest K) per run."""
+  best = {}
+  for r in read_results(results_root):
     key = r['run']
     if key not in best or (r['epoch'], r['k_nll']) > (best[key]['epoch'], best[key]['k_nll']):
       best[key] = r

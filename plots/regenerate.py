@@ -24,7 +24,6 @@ measurements.json is only ever updated with the figures drawn.
 """
 
 import dataclasses
-import glob
 import json
 import os
 import sys
@@ -233,19 +232,14 @@ def nll_vs_k(measurements):
 
 def learning_curve(measurements):
   from iwae_tf import evaluation, plotting
+  from iwae_tf import config as c
   curves, final, results = {}, {}, {}
-  for run in sorted(glob.glob(os.path.join(FLAGS.results_root, '*_paper'))):
-    points = {}
-    for path in glob.glob(os.path.join(run, 'eval-ckpt*-K5000.json')):
-      with open(path) as f:
-        r = json.load(f)
-      r['path'] = path  # where its per-image estimates are found
-      if evaluation.full_test_set(r):
-        points[r['epoch']] = r['test']['nll']['mean']
-        results.setdefault(os.path.basename(run), {})[r['epoch']] = r
-    if not points:
-      continue
-    cfg = r['config']
+  for r in evaluation.read_results(FLAGS.results_root):
+    if r['run'].endswith('_paper') and r['k_nll'] == 5000:
+      results.setdefault(r['run'], {})[r['epoch']] = r
+  for run_results in results.values():
+    points = {e: r['test']['nll']['mean'] for e, r in run_results.items()}
+    cfg = next(iter(run_results.values()))['config']
     obj, k, layers = cfg['objective']['name'], cfg['objective']['k'], len(cfg['model']['latents'])
     name = f'{obj.upper()} k={k}' + ('' if layers == 1 else f', {layers} layers')
     epochs = sorted(points)
@@ -258,7 +252,6 @@ def learning_curve(measurements):
           f'{FLAGS.results_root}/; make them with: python train.py --objective=vae --k=1 '
           '--schedule=paper, then python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones')
     return
-  from iwae_tf import config as c
   # Ticks at the stages' ends; a run's newest checkpoint between them is drawn unlabelled.
   epochs = sorted({e for x, _ in curves.values() for e in x} & set(c.STAGE_ENDS))
   fig = plotting.line_panels([
@@ -266,7 +259,7 @@ def learning_curve(measurements):
            ylabel='test NLL (K = 5000, 10,000 images)', logx=True, hlines=final,
            xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
   save(fig, 'learning_curve.png')
-  measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*c)} for n, c in curves.items()}
+  measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*xy)} for n, xy in curves.items()}
   # IWAE k=5 against the VAE k=1 baseline (the paper's k = 1 row), image by image.
   iwae, vae = results.get('iwae_k5_50_paper', {}), results.get('vae_k1_50_paper', {})
   paired = {str(e): evaluation.paired_difference(iwae[e], vae[e])
