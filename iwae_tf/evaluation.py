@@ -348,6 +348,8 @@ def departures(cfg):
     out.append(f"{data['validation_size']} held out")
   if data.get('limit_train'):
     out.append(f"{data['limit_train']} training images")
+  if data.get('binarization', 'dynamic') != 'dynamic':
+    out.append(f"{data['binarization']} binarisation (seed {data.get('train_binarization_seed', 0)})")
   if cfg.get('model', {}).get('hidden') not in (None, [list(h) for h in
                                                     config_lib.default_hidden(
                                                         cfg['model']['latents'])]):
@@ -364,6 +366,22 @@ def _objective(r):
   name = r['config']['objective']['name']
   source = r.get('initialised_from', {}).get('objective', {}).get('name')
   return name if source is None else f'{source} → {name}'
+
+
+def _name_k(objective):
+  """``VAE k=1`` from an objective's configuration (a dict)."""
+  return f"{objective['name'].upper()} k={objective['k']}"
+
+
+def _labels(r):
+  """The table's objective and epochs cells: ``VAE k=1 → IWAE`` and ``70 + 20``
+  for a run started from another run's weights."""
+  obj, epoch = r['config']['objective']['name'].upper(), str(r['epoch'])
+  source = r.get('initialised_from')
+  if source:
+    obj = f"{_name_k(source['objective'])} → {obj}"
+    epoch = f"{source['epoch']} + {epoch}"
+  return obj, epoch
 
 
 def result_key(r):
@@ -387,34 +405,44 @@ def table(results):
     dataset, layers, obj, k, lat, ep = result_key(r)
     paper = paper_nll(dataset, obj, layers, k)
     poster = POSTER.get((obj, layers, k), {}) if dataset == 'mnist' else {}
-    rows.append((dataset, layers, obj, k, lat, ep,
+    rows.append(((dataset, layers, obj, k, lat, ep), dataset, layers, *_labels(r), k, lat,
                  r['test']['nll']['mean'], r['test']['nll']['stderr'], r['k_nll'],
                  '/'.join(map(str, r['active_units'])),  # per stochastic layer, h1 first
                  r.get('test_pruned', {}).get('nll', {}).get('mean'),
                  paper, poster.get('nll'), poster.get('active_units'),
                  ', '.join(departures(cfg)) or '–'))
-  rows.sort()
+  rows.sort(key=lambda row: row[0])
   lines = ['| data | layers | objective | k | latents | epochs | test NLL (ours) | K '
            '| active units | NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) '
            '| poster active units | departures from the paper |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
   fmt = lambda v, p='.2f': '–' if v is None else format(v, p)  # noqa: E731
-  for (dataset, layers, obj, k, lat, ep, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
-    lines.append(f'| {dataset.upper()} | {layers} | {obj.upper()} | {k} | {lat} | {ep} '
+  for (_, dataset, layers, obj, ep, k, lat, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
+    lines.append(f'| {dataset.upper()} | {layers} | {obj} | {k} | {lat} | {ep} '
                  f'| {nll:.2f} ± {se:.2f} | {kn} | {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} '
                  f'| {fmt(pa, "d")} | {dep} |')
   pairs = paired_differences(results)
   if pairs:
     lines += ['', 'Paired differences on the same test images (IWAE − VAE, test NLL; '
               'negative: IWAE ahead; ± the standard error of the per-image differences):', '',
-              '| data | layers | k | latents | epochs | IWAE − VAE | paper |',
-              '|---|---|---|---|---|---|---|']
-    for (dataset, layers, k, lat, ep), (diff, se) in sorted(pairs.items()):
+              '| data | layers | k | latents | epochs | IWAE − VAE | paper | departures |',
+              '|---|---|---|---|---|---|---|---|']
+    for (dataset, layers, k, lat, ep, deps), (diff, se) in sorted(pairs.items()):
       paper = paper_nll(dataset, 'iwae', layers, k)
       paper_vae = paper_nll(dataset, 'vae', layers, k)
       ref = '–' if paper is None or paper_vae is None else f'{paper - paper_vae:+.2f}'
       lines.append(f'| {dataset.upper()} | {layers} | {k} | {lat} | {ep} '
-                   f'| {diff:+.2f} ± {se:.2f} | {ref} |')
+                   f'| {diff:+.2f} ± {se:.2f} | {ref} | {deps or "–"} |')
+  switched = switched_differences(results)
+  if switched:
+    lines += ['', 'Switching objectives (the paper\'s Table 2): a run continued with another '
+              'objective minus the same source continued with its own, for the same epochs, '
+              'on the same test images:', '',
+              '| data | source | epochs | switched to | continued as | switched − continued |',
+              '|---|---|---|---|---|---|']
+    for (dataset, source, ep, a), (b, diff, se) in sorted(switched.items()):
+      lines.append(f'| {dataset.upper()} | {source} | {ep} | {a} | {b} '
+                   f'| {diff:+.2f} ± {se:.2f} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -434,16 +462,20 @@ def paired_differences(results):
   same binarised test images (same data checksum, evaluation seed, K and
   images), from the per-image estimates.
 
+  Only runs with the same departures from the paper are paired (a fixed-
+  binarisation IWAE is not set against a dynamic VAE).
+
   Returns:
-    ``{(data set, layers, k, latents, epochs): (mean difference, standard
-    error)}``;
-    the standard error is that of the per-image differences, far smaller
-    than either model's own, since the images' difficulty cancels.
+    ``{(data set, layers, k, latents, epochs, departures): (mean difference,
+    standard error)}``, departures as in the table ('' for the paper's
+    setup); the standard error is that of the per-image differences, far
+    smaller than either model's own, since the images' difficulty cancels.
   """
   by_key = {}
   for r in results:
     dataset, layers, obj, k, lat, ep = result_key(r)
-    by_key.setdefault((dataset, layers, k, lat, ep), {})[obj] = r
+    deps = ', '.join(departures(r['config']))
+    by_key.setdefault((dataset, layers, k, lat, ep, deps), {})[obj] = r
   out = {}
   for key, pair in by_key.items():
     a, b = pair.get('iwae'), pair.get('vae')
@@ -452,6 +484,36 @@ def paired_differences(results):
     diff = paired_difference(a, b)
     if diff is not None:
       out[key] = diff
+  return out
+
+
+def switched_differences(results):
+  """Table 2's comparison: runs started from the same source checkpoint and
+  trained for the same epochs, one with another objective or k ("switched"),
+  one with the source's own ("continued"), image by image.
+
+  Returns:
+    ``{(data set, source run and epoch, epochs, switched): (continued, mean
+    NLL difference switched - continued, paired standard error)}``, the
+    objectives as ``IWAE k=50``.
+  """
+  groups = {}
+  for r in results:
+    source = r.get('initialised_from')
+    if source:
+      name = os.path.basename(os.path.normpath(source['run_dir']))
+      key = (_dataset(r), f"{name} (epoch {source['epoch']})", r['epoch'])
+      groups.setdefault(key, []).append(r)
+  out = {}
+  for key, runs in groups.items():
+    own = [_name_k(r['config']['objective']) == _name_k(r['initialised_from']['objective'])
+           for r in runs]
+    for a, a_own in zip(runs, own):
+      for b, b_own in zip(runs, own):
+        diff = None if a_own or not b_own else paired_difference(a, b)
+        if diff is not None:
+          out[key + (_name_k(a['config']['objective']),)] = (
+              _name_k(b['config']['objective']),) + diff
   return out
 
 

@@ -270,17 +270,19 @@ def learning_curve(measurements):
 
 def active_units(measurements):
   """VAE against IWAE at the same k, from the committed results' variances:
-  the pair trained longest (then the largest k)."""
+  the pair measured at the same epoch, the latest such epoch (then the
+  largest k), with the paper's setup."""
   from iwae_tf import evaluation, plotting
   pairs = {}
-  for r in evaluation.collect(FLAGS.results_root):
+  for r in evaluation.read_results(FLAGS.results_root):  # every epoch measured, not the newest
     dataset, layers, obj, k, lat, epoch = evaluation.result_key(r)
-    if obj in ('vae', 'iwae') and k > 1:
+    if obj in ('vae', 'iwae') and k > 1 and not evaluation.departures(r['config']):
       pairs.setdefault((epoch, k, dataset, lat), {})[obj] = r
   complete = sorted(key for key, pair in pairs.items() if len(pair) == 2)
   if not complete:
     print(f'active_units.png: skipped, needs results of a VAE and an IWAE run at the same k > 1 '
-          f'in {FLAGS.results_root}/; make them with: python plots/regenerate.py --train_poster')
+          f'and epoch in {FLAGS.results_root}/; make them with: python plots/regenerate.py '
+          '--train_poster, or evaluate.py --milestones on the --schedule=paper runs')
     return
   epoch, k, dataset, lat = complete[-1]
   pair = pairs[complete[-1]]

@@ -189,13 +189,13 @@ def test_paired_differences_from_per_image_estimates(tmp_path):
     (d / 'eval-70.json').write_text(json.dumps(r))
     results.append(r)
   got = evaluation.collect(str(tmp_path))
-  diff, se = evaluation.paired_differences(got)[('mnist', 1, 5, '50', 70)]
+  diff, se = evaluation.paired_differences(got)[('mnist', 1, 5, '50', 70, '')]
   d = -(lls['iwae'] - lls['vae'])
   assert diff == pytest.approx(d.mean(), abs=1e-3) and diff == pytest.approx(-0.5, abs=0.02)
   assert se == pytest.approx(d.std() / 100, rel=1e-2)
   assert se < 0.1 * results[0]['test']['nll']['stderr']  # far below each run's own +-
   md = evaluation.table(got)
-  assert f'| MNIST | 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 |' in md
+  assert f'| MNIST | 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 | – |' in md
   # Different test images (another evaluation seed): no pairing.
   r = json.loads((tmp_path / 'vae_k5' / 'eval-70.json').read_text())
   r['eval_binarization_seed'] = 1
@@ -209,6 +209,63 @@ def test_departures_from_the_paper_are_flagged():
   cfg['optim']['beta1'] = 0.99
   cfg['data']['validation_size'] = 400
   assert evaluation.departures(json.loads(json.dumps(cfg))) == ['beta1=0.99', '400 held out']
+  cfg['data']['binarization'], cfg['data']['train_binarization_seed'] = 'fixed', 3
+  assert evaluation.departures(json.loads(json.dumps(cfg)))[-1] == 'fixed binarisation (seed 3)'
+
+
+def _write_result(root, run, obj, k, ll, **extra):
+  """A result file with per-image estimates ``ll`` under ``root/run``."""
+  d = root / run
+  d.mkdir()
+  np.savez_compressed(d / 'eval.npz', test_log_likelihood=ll.astype(np.float32))
+  r = fake_result(obj, k, [50], float(-ll.mean()), [20], extra.pop('epoch', 70))
+  r.update(per_image='eval.npz', data_sha256='x', eval_binarization_seed=0, **extra)
+  (d / f'eval-{r["epoch"]}.json').write_text(json.dumps(r))
+
+
+def test_switching_objectives_rows_and_paired_difference(tmp_path):
+  """Table 2: runs started from one source for the same epochs are paired,
+  the switched one against the one continued with the source's objective."""
+  rng = np.random.default_rng(1)
+  difficulty = rng.normal(-90, 25, size=10000)
+  source = {'run_dir': 'runs/vae_k1_50_poster', 'epoch': 70,
+            'objective': {'name': 'vae', 'k': 1}}
+  iwae = difficulty + 0.3 + rng.normal(0, 0.1, 10000)
+  vae = difficulty + rng.normal(0, 0.1, 10000)
+  _write_result(tmp_path, 'iwae_cont', 'iwae', 50, iwae, epoch=20, initialised_from=source)
+  _write_result(tmp_path, 'vae_cont', 'vae', 1, vae, epoch=20, initialised_from=source)
+  # Same source, other epochs: not paired with either.
+  _write_result(tmp_path, 'vae_cont10', 'vae', 1, vae, epoch=10, initialised_from=source)
+  got = evaluation.collect(str(tmp_path))
+  switched = evaluation.switched_differences(got)
+  assert list(switched) == [('mnist', 'vae_k1_50_poster (epoch 70)', 20, 'IWAE k=50')]
+  cont, diff, se = switched[('mnist', 'vae_k1_50_poster (epoch 70)', 20, 'IWAE k=50')]
+  d = -(iwae - vae)
+  assert cont == 'VAE k=1' and diff == pytest.approx(d.mean(), abs=1e-3)
+  assert diff == pytest.approx(-0.3, abs=0.01) and se == pytest.approx(d.std() / 100, rel=1e-2)
+  md = evaluation.table(got)
+  assert '| MNIST | 1 | VAE k=1 → IWAE | 50 | 50 | 70 + 20 |' in md
+  assert '| MNIST | 1 | VAE k=1 → VAE | 1 | 50 | 70 + 10 |' in md
+  assert (f'| MNIST | vae_k1_50_poster (epoch 70) | 20 | IWAE k=50 | VAE k=1 '
+          f'| {diff:+.2f} ± {se:.2f} |') in md
+
+
+def test_paired_differences_keep_departures_apart(tmp_path):
+  """A fixed-binarisation VAE is not the dynamic IWAE's baseline."""
+  rng = np.random.default_rng(2)
+  ll = rng.normal(-90, 25, size=10000)
+  fixed = {'data': {'binarization': 'fixed', 'train_binarization_seed': 0}}
+  _write_result(tmp_path, 'iwae', 'iwae', 5, ll)
+  _write_result(tmp_path, 'vae_fixed', 'vae', 5, ll + 1)
+  r = json.loads((tmp_path / 'vae_fixed' / 'eval-70.json').read_text())
+  r['config'].update(fixed)
+  (tmp_path / 'vae_fixed' / 'eval-70.json').write_text(json.dumps(r))
+  got = evaluation.collect(str(tmp_path))
+  assert evaluation.paired_differences(got) == {}
+  assert 'fixed binarisation (seed 0)' in evaluation.table(got)
+  _write_result(tmp_path, 'vae', 'vae', 5, ll + 1)
+  pairs = evaluation.paired_differences(evaluation.collect(str(tmp_path)))
+  assert list(pairs) == [('mnist', 1, 5, '50', 70, '')]
 
 
 def test_milestones_and_pretrained_export(tmp_path):
