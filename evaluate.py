@@ -26,7 +26,8 @@ flags.DEFINE_bool('milestones', False, 'Measure every milestone checkpoint (the 
 flags.DEFINE_integer('k_nll', 5000, 'Importance samples of the NLL estimate.')
 flags.DEFINE_string('ks', '1,5,50', 'Bounds L_k to report.')
 flags.DEFINE_integer('seed', 0, 'Seed of the importance samples.')
-flags.DEFINE_integer('train_subset', 0, 'Also measure the first N training images.')
+flags.DEFINE_integer('train_subset', 0, 'Also measure the first N training images (a '
+                     'fixed-binarisation run\'s as it was trained on them).')
 flags.DEFINE_bool('prune', False, 'Also measure the NLL with inactive units pruned.')
 flags.DEFINE_integer('limit_test', None, 'Measure only the first N test images.')
 # --- speed and memory

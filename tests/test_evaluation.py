@@ -48,7 +48,7 @@ def test_evaluate_run_writes_results(run_dir):
   t = saved['test']
   # NLL >= -L_5 >= -L_1 on average (the estimate is the tightest bound).
   assert t['nll']['mean'] <= -t['L_5']['mean'] <= -t['L_1']['mean']
-  assert 'train' in saved and 'test_pruned' in saved
+  assert 'train' in saved and saved['num_train'] == 20 and 'test_pruned' in saved
   assert len(saved['active_units']) == 1 and len(saved['pruned_units'][0]) == 3 - saved['active_units'][0]
 
 
@@ -259,13 +259,21 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   _write_result(tmp_path, 'vae_fixed', 'vae', 5, ll + 1)
   r = json.loads((tmp_path / 'vae_fixed' / 'eval-70.json').read_text())
   r['config'].update(fixed)
+  r['train'] = {'nll': {'mean': r['test']['nll']['mean'] - 1.5}}  # --train_subset's
   (tmp_path / 'vae_fixed' / 'eval-70.json').write_text(json.dumps(r))
   got = evaluation.collect(str(tmp_path))
   assert evaluation.paired_differences(got) == {}
   assert 'fixed binarisation (seed 0)' in evaluation.table(got)
-  _write_result(tmp_path, 'vae', 'vae', 5, ll + 1)
-  pairs = evaluation.paired_differences(evaluation.collect(str(tmp_path)))
-  assert list(pairs) == [('mnist', 1, 5, '50', 70, '')]
+  _write_result(tmp_path, 'vae', 'vae', 5, ll + 0.75)
+  got = evaluation.collect(str(tmp_path))
+  assert list(evaluation.paired_differences(got)) == [('mnist', 1, 5, '50', 70, '')]
+  # The fixed run against the same run with the paper's dynamic binarisation.
+  (run, base), = evaluation.departure_differences(got).values()
+  assert (run['run'], base['run']) == ('vae_fixed', 'vae')
+  diff, se = evaluation.paired_difference(run, base)
+  assert diff == pytest.approx(-0.25, abs=1e-3) and se < 1e-4
+  assert (f'| MNIST | 1 | VAE | 5 | 50 | 70 | fixed binarisation (seed 0) | -0.25 ± 0.00 '
+          f'| -1.50 | – |') in evaluation.table(got)
 
 
 def test_milestones_and_pretrained_export(tmp_path):
