@@ -439,10 +439,11 @@ def table(results):
   departed = departure_differences(results)
   if departed:
     lines += ['', 'Departures from the paper\'s setup, against the same run without them, '
-              'on the same test images (the generalisation gap: NLL on the first training '
-              'images, as trained on, minus test NLL; from `evaluate.py --train_subset`):', '',
+              'on the same test images; train − test: NLL on the first training images '
+              '(`evaluate.py --train_subset`; for a fixed-binarisation run, the very '
+              'binarisation it trained on) minus test NLL:', '',
               '| data | layers | objective | k | latents | epochs | departures '
-              '| NLL − paper setup\'s | gap | paper setup\'s gap |',
+              '| NLL − paper setup\'s | train − test | paper setup\'s train − test |',
               '|---|---|---|---|---|---|---|---|---|---|']
     gap = lambda r: ('–' if 'train' not in r else  # noqa: E731
                      f"{r['train']['nll']['mean'] - r['test']['nll']['mean']:+.2f}")
