@@ -401,7 +401,10 @@ def paper_nll(dataset, objective, layers, k):
 
 def table(results):
   """Markdown table laid out like the paper's Table 1, with its numbers beside
-  ours, then the paired IWAE - VAE differences (``paired_differences``)."""
+  ours, then the paired blocks: IWAE - VAE (``paired_differences``), each
+  departure from the paper's setup against the run without it
+  (``departure_differences``), and Table 2's switched - continued runs
+  (``switched_differences``)."""
   rows = []
   for r in results:
     cfg = r['config']
