@@ -450,8 +450,8 @@ def table(results):
               '|---|---|---|---|---|---|---|---|---|---|']
     gap = lambda r: ('–' if 'train' not in r else  # noqa: E731
                      f"{r['train']['nll']['mean'] - r['test']['nll']['mean']:+.2f}")
-    for (dataset, layers, obj, k, lat, ep, deps), (r, base) in sorted(departed.items()):
-      diff, se = paired_difference(r, base)
+    for (dataset, layers, obj, k, lat, ep, deps), (r, base, diff, se) in sorted(
+        departed.items(), key=lambda item: item[0]):
       lines.append(f'| {dataset.upper()} | {layers} | {obj.upper()} | {k} | {lat} | {ep} '
                    f'| {deps} | {diff:+.2f} ± {se:.2f} | {gap(r)} | {gap(base)} |')
   switched = switched_differences(results)
@@ -515,15 +515,17 @@ def departure_differences(results):
 
   Returns:
     ``{(data set, layers, objective, k, latents, epochs, departures): (run,
-    baseline run)}`` for the pairs with per-image estimates (see
+    baseline run, mean NLL difference run - baseline, paired standard
+    error)}`` for the pairs with per-image estimates (see
     ``paired_difference``).
   """
   baseline = {result_key(r): r for r in results if not departures(r['config'])}
   out = {}
   for r in results:
     deps, base = departures(r['config']), baseline.get(result_key(r))
-    if deps and base is not None and paired_difference(r, base) is not None:
-      out[result_key(r) + (', '.join(deps),)] = (r, base)
+    diff = paired_difference(r, base) if deps and base is not None else None
+    if diff is not None:
+      out[result_key(r) + (', '.join(deps),)] = (r, base) + diff
   return out
 
 

@@ -268,9 +268,9 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   got = evaluation.collect(str(tmp_path))
   assert list(evaluation.paired_differences(got)) == [('mnist', 1, 5, '50', 70, '')]
   # The fixed run against the same run with the paper's dynamic binarisation.
-  (run, base), = evaluation.departure_differences(got).values()
+  (run, base, diff, se), = evaluation.departure_differences(got).values()
   assert (run['run'], base['run']) == ('vae_fixed', 'vae')
-  diff, se = evaluation.paired_difference(run, base)
+  assert (diff, se) == evaluation.paired_difference(run, base)
   assert diff == pytest.approx(-0.25, abs=1e-3) and se < 1e-4
   assert (f'| MNIST | 1 | VAE | 5 | 50 | 70 | fixed binarisation (seed 0) | -0.25 ± 0.00 '
           f'| -1.50 | – |') in evaluation.table(got)
