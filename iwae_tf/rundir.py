@@ -74,6 +74,11 @@ def default_run_dir(config):
   return os.path.join(RUNS_ROOT, run_name(config))
 
 
+def pretrained_dir(run_dir, pretrained_root=PRETRAINED_ROOT):
+  """Where a run's exported weights go: ``pretrained/<run dir's name>``."""
+  return os.path.join(pretrained_root, os.path.basename(os.path.normpath(run_dir)))
+
+
 def results_dir(run_dir, results_root=RESULTS_ROOT):
   """Where ``evaluate.py`` keeps a run's results: ``results/<run dir's name>``."""
   return os.path.join(results_root, os.path.basename(os.path.normpath(run_dir)))

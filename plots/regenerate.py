@@ -18,7 +18,8 @@ Figures (written to --out_dir, with the numbers they show in measurements.json):
 Runs are found where train.py puts them (``rundir.default_run_dir``): the 2-D
 runs are runs/<objective>_k<k>_2_poster (--latents=2 --epochs=10), the 50-latent
 ones runs/<objective>_k<k>_50_poster; a model under pretrained/<name> is used in
-place of runs/<name>. A figure whose runs or results are missing is skipped,
+place of runs/<name>, and the paper's 3280-epoch model, once exported to
+pretrained/<objective>_k<k>_50_paper (evaluate.py --export), in place of both. A figure whose runs or results are missing is skipped,
 with the command that makes them, and its PNG and measurements are kept:
 measurements.json is only ever updated with the figures drawn.
 """
@@ -57,13 +58,13 @@ POSTER = [('vae', 1), ('vae', 5), ('vae', 50), ('iwae', 5), ('iwae', 50)]
 KS = (1, 5, 50)
 
 
-def _config(objective, k, latents):
+def _config(objective, k, latents, schedule='poster'):
   """The configuration of a figure's run, as ``train.py`` would make it."""
   from iwae_tf import config as c
   from iwae_tf import rundir
   cfg = c.TrainConfig(model=c.ModelConfig(latents=latents, hidden=c.default_hidden(latents)),
                       objective=c.ObjectiveConfig(objective, k),
-                      optim=c.OptimConfig(schedule='poster'), verbose=2,
+                      optim=c.OptimConfig(schedule=schedule), verbose=2,
                       epochs=FLAGS.latent2_epochs if latents == (2,) else None)
   return dataclasses.replace(cfg, run_dir=rundir.default_run_dir(cfg))
 
@@ -75,11 +76,15 @@ def _command(objective, k, latents):
 
 
 def _run(objective, k, latents):
-  """The run directory of a figure's model: pretrained/<name> if there, else runs/<name>."""
+  """The run directory of a figure's model: the paper's 3280-epoch model once
+  exported (pretrained/<objective>_k<k>_<latents>_paper), else the poster's
+  70-epoch one, pretrained/<name> if there, else runs/<name>. A paper-schedule
+  run in runs/ is never used: it may be anywhere in its schedule."""
   from iwae_tf import rundir
-  run_dir = _config(objective, k, latents).run_dir
-  pretrained = os.path.join(rundir.PRETRAINED_ROOT, os.path.basename(run_dir))
-  return pretrained if _has_checkpoint(pretrained) else run_dir
+  poster = _config(objective, k, latents).run_dir
+  candidates = (rundir.pretrained_dir(_config(objective, k, latents, 'paper').run_dir),
+                rundir.pretrained_dir(poster), poster)
+  return next((c for c in candidates if _has_checkpoint(c)), poster)
 
 
 def _has_checkpoint(run_dir):

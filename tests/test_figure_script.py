@@ -1,0 +1,110 @@
+"""The figure script's choices (plots/regenerate.py): which model a figure
+uses, and which committed results it pairs. The plotting functions it calls
+are tested in test_posterior_and_plots.py."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def regenerate():
+  spec = importlib.util.spec_from_file_location(
+      'regenerate', os.path.join(ROOT, 'plots', 'regenerate.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not module.FLAGS.is_parsed():
+    module.FLAGS.mark_as_parsed()  # the defaults; tests override with flagsaver
+  return module
+
+
+def _checkpoint(run_dir, epoch):
+  """A checkpoint as ``rundir.saved_checkpoints`` finds it: by its files."""
+  os.makedirs(os.path.join(run_dir, 'checkpoints'), exist_ok=True)
+  open(os.path.join(run_dir, 'checkpoints', f'ckpt-{epoch}.index'), 'w').close()
+
+
+def test_a_figure_uses_the_exported_paper_model_first(regenerate, tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  run = lambda: regenerate._run('iwae', 5, (50,))  # noqa: E731
+  assert run() == os.path.join('runs', 'iwae_k5_50_poster')  # nothing there: the poster's name
+  _checkpoint('runs/iwae_k5_50_poster', 70)
+  _checkpoint('runs/iwae_k5_50_paper', 2000)  # mid-schedule: never used
+  assert run() == os.path.join('runs', 'iwae_k5_50_poster')
+  _checkpoint('pretrained/iwae_k5_50_poster', 70)
+  assert run() == os.path.join('pretrained', 'iwae_k5_50_poster')
+  _checkpoint('pretrained/iwae_k5_50_paper', 3280)
+  assert run() == os.path.join('pretrained', 'iwae_k5_50_paper')
+  assert regenerate._run('vae', 1, (50,)) == os.path.join('runs', 'vae_k1_50_poster')
+
+
+def _result(root, run, obj, k, epoch, ll=None, variances=None, data=None):
+  """A committed result file (and its per-image estimates ``ll``)."""
+  d = root / run
+  d.mkdir(exist_ok=True)
+  name = f'eval-ckpt{epoch}-K5000'
+  r = {'run_dir': f'runs/{run}', 'epoch': epoch, 'k_nll': 5000, 'num_test': 10000,
+       'config': {'objective': {'name': obj, 'k': k}, 'model': {'latents': [50]},
+                  'data': data or {}},
+       'test': {'nll': {'mean': 0.0 if ll is None else float(-ll.mean()), 'stderr': 0.3}}}
+  if variances is not None:
+    r['posterior_mean_variances'] = [list(map(float, variances))]
+    r['active_units'] = [int(np.sum(np.asarray(variances) > 1e-2))]
+  if ll is not None:
+    np.savez_compressed(d / f'{name}.npz', test_log_likelihood=ll.astype(np.float32))
+    r.update(per_image=f'{name}.npz', data_sha256='x', eval_binarization_seed=0)
+  (d / f'{name}.json').write_text(json.dumps(r))
+
+
+def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerate, tmp_path):
+  rng = np.random.default_rng(0)
+  var = lambda active: np.concatenate([10 ** rng.uniform(-1, 0, active),  # noqa: E731
+                                       10 ** rng.uniform(-5, -3, 50 - active)])
+  for epoch, (vae, iwae) in {40: (20, 23), 121: (19, 24)}.items():
+    _result(tmp_path, 'vae_k5_50_paper', 'vae', 5, epoch, variances=var(vae))
+    _result(tmp_path, 'iwae_k5_50_paper', 'iwae', 5, epoch, variances=var(iwae))
+  _result(tmp_path, 'iwae_k5_50_paper', 'iwae', 5, 364, variances=var(25))  # no VAE at 364
+  _result(tmp_path, 'vae_k5_50_paper_fixed', 'vae', 5, 364, variances=var(18),
+          data={'binarization': 'fixed', 'train_binarization_seed': 0})  # a departure
+  _result(tmp_path, 'vae_k1_50_paper', 'vae', 1, 1093, variances=var(19))  # k = 1: no pair
+  measurements = {}
+  with flagsaver.flagsaver(results_root=str(tmp_path), out_dir=str(tmp_path)):
+    regenerate.active_units(measurements)
+  got = measurements['active_units']
+  assert (got['epoch'], got['k'], got['latents']) == (121, 5, '50')
+  assert got['vae'] == {'run': 'vae_k5_50_paper', 'active_units': [19]}
+  assert got['iwae'] == {'run': 'iwae_k5_50_paper', 'active_units': [24]}
+  assert (tmp_path / 'active_units.png').stat().st_size > 0
+
+
+def test_learning_curve_pairs_iwae_with_both_baselines(regenerate, tmp_path):
+  rng = np.random.default_rng(1)
+  difficulty = rng.normal(-90, 25, 10000)
+  ll = {}
+  for run, obj, k, shift in [('iwae_k5_50_paper', 'iwae', 5, 1.0),
+                             ('vae_k1_50_paper', 'vae', 1, 0.0),
+                             ('vae_k5_50_paper', 'vae', 5, 0.6)]:
+    for epoch in (1, 4) if k == 5 else (1, 4, 13):
+      ll[run, epoch] = difficulty + shift + epoch + rng.normal(0, 0.2, 10000)
+      _result(tmp_path, run, obj, k, epoch, ll=ll[run, epoch])
+  measurements = {}
+  with flagsaver.flagsaver(results_root=str(tmp_path), out_dir=str(tmp_path)):
+    regenerate.learning_curve(measurements)
+  got = measurements['learning_curve']
+  assert got['VAE k=1'] == {str(e): pytest.approx(-ll['vae_k1_50_paper', e].mean(), abs=1e-3)
+                            for e in (1, 4, 13)}
+  for vae_k in (1, 5):
+    paired = got[f'IWAE k=5 - VAE k={vae_k} (mean, paired stderr)']
+    assert sorted(paired) == ['1', '4']  # only the epochs both runs were measured at
+    for e in (1, 4):
+      d = -(ll['iwae_k5_50_paper', e] - ll[f'vae_k{vae_k}_50_paper', e])
+      diff, se = paired[str(e)]
+      assert diff == pytest.approx(d.mean(), abs=1e-3)
+      assert se == pytest.approx(d.std() / 100, rel=1e-2)
+  assert (tmp_path / 'learning_curve.png').stat().st_size > 0
