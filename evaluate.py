@@ -8,7 +8,7 @@ Examples:
   python evaluate.py --table --readme=README.md
 
 Results go to results/<run>/ (the run directory's name), JSON with the
-per-image estimates beside it (.npz); the table is made from them.
+per-image estimates beside it (.npz); the tables are made from them.
 """
 
 from iwae_tf import cli
@@ -42,9 +42,10 @@ flags.DEFINE_string('export', None, 'Instead of measuring, write the checkpoint\
                     'evaluate.py and the figure script read like a run directory.')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing result file.')
 # --- results table
-flags.DEFINE_bool('table', False, 'Print the Markdown results table of all runs instead.')
-flags.DEFINE_string('readme', None, 'With --table: also write it into this file between '
-                    'the results-table markers.')
+flags.DEFINE_bool('table', False, 'Print the Markdown results table of all runs instead, '
+                  'and the paper-schedule runs\' learning curve.')
+flags.DEFINE_string('readme', None, 'With --table: also write them into this file, between '
+                    'the results-table markers and (if it has them) the learning-curve ones.')
 
 FLAGS = flags.FLAGS
 
@@ -56,9 +57,13 @@ def main(argv):
   from iwae_tf import evaluation
   if FLAGS.table:
     markdown = evaluation.table(evaluation.collect(FLAGS.results_root))
-    print(markdown, end='')
+    curve = evaluation.learning_curve_table(evaluation.read_results(FLAGS.results_root))
+    print(markdown + (f'\nThe paper-schedule runs at the ends of its stages:\n\n{curve}'
+                      if curve else ''), end='')
     if FLAGS.readme:
       evaluation.write_table(markdown, FLAGS.readme)
+      if curve:
+        evaluation.write_table(curve, FLAGS.readme, evaluation.CURVE_BEGIN, evaluation.CURVE_END)
     return
   if not FLAGS.run_dir:
     raise app.UsageError('--run_dir is required (or --table)')

@@ -15,8 +15,9 @@ training subset:
   influences nothing: the model then has the same likelihood as one without
   the unit.
 
-Results are written as JSON in ``RUN/results/``, with the checkpoint, K,
-seeds and data checksum they came from; an existing result file is never
+Results are written as JSON in ``results/<run>/`` (``rundir.result_path``),
+with the checkpoint, K, seeds and data checksum they came from, and the
+per-image estimates beside them (``.npz``); an existing result file is never
 overwritten unless asked.
 """
 
@@ -467,6 +468,88 @@ def table(results):
   return '\n'.join(lines) + '\n'
 
 
+def learning_curves(results):
+  """The ``--schedule=paper`` runs' measurements, epoch by epoch.
+
+  Args:
+    results: ``read_results``' (every epoch measured). Runs that depart from
+      the paper's setup or start from another run's weights are left out.
+
+  Returns:
+    ``{(data set, layers, latents, objective, k): {epoch: result}}``, the
+    largest K where an epoch was measured more than once.
+  """
+  curves = {}
+  for r in results:
+    cfg = r['config']
+    if (cfg.get('optim', {}).get('schedule') != 'paper' or departures(cfg)
+        or r.get('initialised_from')):
+      continue
+    dataset, layers, obj, k, lat, epoch = result_key(r)
+    curve = curves.setdefault((dataset, layers, lat, obj, k), {})
+    if epoch not in curve or r['k_nll'] > curve[epoch]['k_nll']:
+      curve[epoch] = r
+  return curves
+
+
+def learning_curve_pairs(curves):
+  """IWAE k against the k = 1 baseline (the paper's k = 1 row) and against
+  the VAE with the same k samples, image by image (``paired_difference``),
+  at every epoch both runs were measured.
+
+  Returns:
+    ``{(data set, layers, latents, IWAE's k, VAE's k): {epoch: (mean
+    difference IWAE - VAE, paired standard error)}}``, only pairs with a
+    difference at some epoch.
+  """
+  out = {}
+  for (dataset, layers, lat, obj, k), iwae in sorted(curves.items()):
+    for vae_k in sorted({1, k}) if obj == 'iwae' and k > 1 else ():
+      vae = curves.get((dataset, layers, lat, 'vae', vae_k), {})
+      paired = {e: paired_difference(iwae[e], vae[e]) for e in sorted(set(iwae) & set(vae))}
+      paired = {e: d for e, d in paired.items() if d is not None}
+      if paired:
+        out[(dataset, layers, lat, k, vae_k)] = paired
+  return out
+
+
+def curve_label(dataset, layers, lat, name):
+  """``name``, with the data set, layers and latents where not MNIST, 1 and 50."""
+  extra = [s for s, shown in ((dataset.upper(), dataset != 'mnist'),
+                              (f'{layers} layers', layers > 1),
+                              (f'{lat} latents', lat != '50')) if shown]
+  return name + (f' ({", ".join(extra)})' if extra else '')
+
+
+def learning_curve_table(results):
+  """Markdown table of the paper-schedule runs (``learning_curves``) at the
+  ends of the schedule's stages (``config.STAGE_ENDS``): each run's test NLL
+  and active units, then the paired IWAE - VAE differences
+  (``learning_curve_pairs``). Empty when no run was measured at a stage end.
+  """
+  curves = {key: {e: r for e, r in curve.items() if e in config_lib.STAGE_ENDS}
+            for key, curve in learning_curves(results).items()}
+  curves = {key: curve for key, curve in curves.items() if curve}
+  if not curves:
+    return ''
+  epochs = sorted({e for curve in curves.values() for e in curve})
+  lines = ['| epoch | ' + ' | '.join(map(str, epochs)) + ' |',
+           '|---|' + '---|' * len(epochs)]
+  row = lambda label, cells: lines.append(  # noqa: E731
+      f'| {label} | ' + ' | '.join(cells.get(e, '') for e in epochs) + ' |')
+  order = lambda key: (key[:3], key[4], key[3] != 'vae')  # noqa: E731  VAE k=1, IWAE k=1, VAE k=5...
+  for key in sorted(curves, key=order):
+    dataset, layers, lat, obj, k = key
+    name = curve_label(dataset, layers, lat, f'{obj.upper()} k = {k}')
+    row(f'{name}: test NLL', {e: f"{r['test']['nll']['mean']:.2f}" for e, r in curves[key].items()})
+    row(f'{name}: active units',
+        {e: '/'.join(map(str, r['active_units'])) for e, r in curves[key].items()})
+  for (dataset, layers, lat, k, vae_k), paired in learning_curve_pairs(curves).items():
+    name = curve_label(dataset, layers, lat, f'IWAE k = {k} − VAE k = {vae_k}, paired')
+    row(name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()})
+  return '\n'.join(lines) + '\n'
+
+
 def per_image(result, name='test_log_likelihood'):
   """A result's per-image estimates (``[num_test]``), or None if not stored."""
   if 'per_image' not in result or 'path' not in result:
@@ -578,17 +661,18 @@ def paired_difference(a, b):
 
 
 BEGIN, END = '<!-- results-table:begin -->', '<!-- results-table:end -->'
+CURVE_BEGIN, CURVE_END = '<!-- learning-curve:begin -->', '<!-- learning-curve:end -->'
 
 
-def write_table(markdown, readme):
-  """Replaces the block between the results-table markers in ``readme``."""
+def write_table(markdown, readme, begin=BEGIN, end=END):
+  """Replaces the block between the markers ``begin`` and ``end`` in ``readme``."""
   with open(readme) as f:
     text = f.read()
-  if BEGIN not in text or END not in text:
-    raise EvaluationError(f'{readme}: no {BEGIN} ... {END} block to fill')
-  head, rest = text.split(BEGIN, 1)
-  _, tail = rest.split(END, 1)
+  if begin not in text or end not in text:
+    raise EvaluationError(f'{readme}: no {begin} ... {end} block to fill')
+  head, rest = text.split(begin, 1)
+  _, tail = rest.split(end, 1)
   tmp = readme + '.tmp'
   with open(tmp, 'w') as f:
-    f.write(head + BEGIN + '\n' + markdown + END + tail)
+    f.write(head + begin + '\n' + markdown + end + tail)
   os.replace(tmp, readme)

@@ -238,18 +238,16 @@ def nll_vs_k(measurements):
 def learning_curve(measurements):
   from iwae_tf import evaluation, plotting
   from iwae_tf import config as c
-  curves, final, results = {}, {}, {}
-  for r in evaluation.read_results(FLAGS.results_root):
-    if r['run'].endswith('_paper') and r['k_nll'] == 5000:
-      results.setdefault(r['run'], {})[r['epoch']] = r
-  for run_results in results.values():
-    points = {e: r['test']['nll']['mean'] for e, r in run_results.items()}
-    cfg = next(iter(run_results.values()))['config']
-    obj, k, layers = cfg['objective']['name'], cfg['objective']['k'], len(cfg['model']['latents'])
-    name = f'{obj.upper()} k={k}' + ('' if layers == 1 else f', {layers} layers')
+  curves, final = {}, {}
+  results = evaluation.learning_curves(evaluation.read_results(FLAGS.results_root))
+  for (dataset, layers, lat, obj, k), run_results in sorted(results.items()):
+    points = {e: r['test']['nll']['mean'] for e, r in run_results.items() if r['k_nll'] == 5000}
+    if not points:
+      continue
+    name = evaluation.curve_label(dataset, layers, lat, f'{obj.upper()} k={k}')
     epochs = sorted(points)
     curves[name] = (epochs, [points[e] for e in epochs])
-    paper = evaluation.paper_nll(cfg['data'].get('dataset', 'mnist'), obj, layers, k)
+    paper = evaluation.paper_nll(dataset, obj, layers, k)
     if paper is not None:
       final[name] = paper
   if not curves:
@@ -265,14 +263,11 @@ def learning_curve(measurements):
            xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
   save(fig, 'learning_curve.png')
   measurements['learning_curve'] = {n: {str(e): v for e, v in zip(*xy)} for n, xy in curves.items()}
-  # IWAE k=5 against the k = 1 baseline (the paper's k = 1 row) and against the
-  # VAE with the same 5 samples, image by image, at every epoch both were measured.
-  for vae_k in (1, 5):
-    iwae, vae = results.get('iwae_k5_50_paper', {}), results.get(f'vae_k{vae_k}_50_paper', {})
-    paired = {str(e): evaluation.paired_difference(iwae[e], vae[e])
-              for e in sorted(set(iwae) & set(vae))}
-    measurements['learning_curve'][f'IWAE k=5 - VAE k={vae_k} (mean, paired stderr)'] = {
-        e: d for e, d in paired.items() if d is not None}
+  # IWAE against the k = 1 baseline and the VAE with the same samples, image by image.
+  for (dataset, layers, lat, k, vae_k), paired in evaluation.learning_curve_pairs(results).items():
+    name = evaluation.curve_label(dataset, layers, lat, f'IWAE k={k} - VAE k={vae_k}')
+    measurements['learning_curve'][f'{name} (mean, paired stderr)'] = {
+        str(e): d for e, d in paired.items()}
 
 
 def active_units(measurements):

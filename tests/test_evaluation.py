@@ -296,3 +296,57 @@ def test_milestones_and_pretrained_export(tmp_path):
   assert again['test'] == got[5]['test']  # the same model, the same numbers
   with pytest.raises(evaluation.EvaluationError, match='not empty'):
     evaluation.export_pretrained(str(tmp_path / 'run'), str(out))
+
+
+def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
+  """Stage ends only, paper-setup runs only, and IWAE paired with the VAE at
+  k = 1 and at its own k; written into its own README block."""
+  rng = np.random.default_rng(3)
+  difficulty = rng.normal(-90, 25, size=10000)
+  ll = {}
+
+  def write(run, obj, k, epoch, latents=(50,), **cfg):
+    d = tmp_path / run
+    d.mkdir(exist_ok=True)
+    ll[run, epoch] = difficulty - 10 / epoch + 0.1 * k * (obj == 'iwae') + rng.normal(0, .2, 10000)
+    np.savez_compressed(d / f'e{epoch}.npz', test_log_likelihood=ll[run, epoch].astype(np.float32))
+    r = fake_result(obj, k, list(latents), float(-ll[run, epoch].mean()), [20 + k] * len(latents),
+                    epoch)
+    r['config'].update(optim={'schedule': 'paper', **cfg}, data={})
+    r.update(per_image=f'e{epoch}.npz', data_sha256='x', eval_binarization_seed=0)
+    (d / f'eval-{epoch}.json').write_text(json.dumps(r))
+
+  for epoch in (1, 4, 13, 20):  # 20 is no stage end
+    write('vae1', 'vae', 1, epoch)
+  for epoch in (1, 4):
+    write('iwae5', 'iwae', 5, epoch)
+  write('vae5', 'vae', 5, 4)
+  write('iwae5_beta', 'iwae', 5, 4, beta1=0.99)  # a departure: not on the curve
+  write('iwae5_2l', 'iwae', 5, 1, latents=(100, 50))
+  results = list(evaluation.read_results(str(tmp_path)))
+  nll = lambda run, e: f'{-ll[run, e].mean():.2f}'  # noqa: E731
+
+  def paired(a, b, e):
+    d = -(ll[a, e] - ll[b, e])
+    return f'{d.mean():+.2f} ± {d.std() / 100:.2f}'
+
+  assert evaluation.learning_curve_table(results).splitlines() == [
+      '| epoch | 1 | 4 | 13 |', '|---|---|---|---|',
+      f'| VAE k = 1: test NLL | {nll("vae1", 1)} | {nll("vae1", 4)} | {nll("vae1", 13)} |',
+      '| VAE k = 1: active units | 21 | 21 | 21 |',
+      f'| VAE k = 5: test NLL |  | {nll("vae5", 4)} |  |',
+      '| VAE k = 5: active units |  | 25 |  |',
+      f'| IWAE k = 5: test NLL | {nll("iwae5", 1)} | {nll("iwae5", 4)} |  |',
+      '| IWAE k = 5: active units | 25 | 25 |  |',
+      f'| IWAE k = 5 (2 layers, 100-50 latents): test NLL | {nll("iwae5_2l", 1)} |  |  |',
+      '| IWAE k = 5 (2 layers, 100-50 latents): active units | 25/25 |  |  |',
+      f'| IWAE k = 5 − VAE k = 1, paired | {paired("iwae5", "vae1", 1)} '
+      f'| {paired("iwae5", "vae1", 4)} |  |',
+      f'| IWAE k = 5 − VAE k = 5, paired |  | {paired("iwae5", "vae5", 4)} |  |']
+  assert evaluation.learning_curve_table([]) == ''
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'
+                    f'{evaluation.CURVE_BEGIN}\nold\n{evaluation.CURVE_END}\n')
+  evaluation.write_table('curve\n', str(readme), evaluation.CURVE_BEGIN, evaluation.CURVE_END)
+  assert readme.read_text() == (f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'
+                                f'{evaluation.CURVE_BEGIN}\ncurve\n{evaluation.CURVE_END}\n')

@@ -51,7 +51,7 @@ def _result(root, run, obj, k, epoch, ll=None, variances=None, data=None):
   name = f'eval-ckpt{epoch}-K5000'
   r = {'run_dir': f'runs/{run}', 'epoch': epoch, 'k_nll': 5000, 'num_test': 10000,
        'config': {'objective': {'name': obj, 'k': k}, 'model': {'latents': [50]},
-                  'data': data or {}},
+                  'data': data or {}, 'optim': {'schedule': run.split('_')[3]}},
        'test': {'nll': {'mean': 0.0 if ll is None else float(-ll.mean()), 'stderr': 0.3}}}
   if variances is not None:
     r['posterior_mean_variances'] = [list(map(float, variances))]

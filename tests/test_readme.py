@@ -38,3 +38,16 @@ def test_model_and_trainer_snippet_runs():
       v.path for v in scope['m'].encoder_variables + scope['m'].decoder_variables]
   assert all(g is not None for g in scope['grads'])
   assert scope['fit_me'].model is scope['m']
+
+
+def test_tables_are_those_the_committed_results_make():
+  """The README's results and learning-curve tables are evaluate.py's
+  output from results/: rerun `python evaluate.py --table --readme=README.md`
+  after adding results."""
+  from iwae_tf import evaluation
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  results = os.path.join(ROOT, 'results')
+  block = lambda begin, end: text.split(begin, 1)[1].split(end, 1)[0].lstrip('\n')  # noqa: E731
+  assert block(evaluation.BEGIN, evaluation.END) == evaluation.table(evaluation.collect(results))
+  assert block(evaluation.CURVE_BEGIN, evaluation.CURVE_END) == evaluation.learning_curve_table(
+      evaluation.read_results(results))
