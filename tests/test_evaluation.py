@@ -213,14 +213,25 @@ def test_departures_from_the_paper_are_flagged():
   assert evaluation.departures(json.loads(json.dumps(cfg)))[-1] == 'fixed binarisation (seed 3)'
 
 
-def _write_result(root, run, obj, k, ll, **extra):
-  """A result file with per-image estimates ``ll`` under ``root/run``."""
+def write_result(root, run, obj, k, ll=None, epoch=70, latents=(50,), au=None, variances=None,
+                 config=None, **extra):
+  """A result file under ``root/run``, as evaluate.py writes them: with the
+  per-image estimates ``ll`` beside it, one layer's posterior-mean
+  ``variances`` (and the active units they give), ``config`` merged into
+  the configuration and ``extra`` into the result."""
   d = root / run
-  d.mkdir()
-  np.savez_compressed(d / 'eval.npz', test_log_likelihood=ll.astype(np.float32))
-  r = fake_result(obj, k, [50], float(-ll.mean()), [20], extra.pop('epoch', 70))
-  r.update(per_image='eval.npz', data_sha256='x', eval_binarization_seed=0, **extra)
-  (d / f'eval-{r["epoch"]}.json').write_text(json.dumps(r))
+  d.mkdir(exist_ok=True)
+  r = fake_result(obj, k, list(latents), 0.0 if ll is None else float(-ll.mean()),
+                  au or [20] * len(latents), epoch)
+  r['config'].update(config or {})
+  if variances is not None:
+    r['posterior_mean_variances'] = [list(map(float, variances))]
+    r['active_units'] = [int(np.sum(np.asarray(variances) > metrics.ACTIVE_THRESHOLD))]
+  if ll is not None:
+    np.savez_compressed(d / f'eval-{epoch}.npz', test_log_likelihood=ll.astype(np.float32))
+    r.update(per_image=f'eval-{epoch}.npz', data_sha256='x', eval_binarization_seed=0)
+  r.update(extra)
+  (d / f'eval-{epoch}.json').write_text(json.dumps(r))
 
 
 def test_switching_objectives_rows_and_paired_difference(tmp_path):
@@ -232,10 +243,10 @@ def test_switching_objectives_rows_and_paired_difference(tmp_path):
             'objective': {'name': 'vae', 'k': 1}}
   iwae = difficulty + 0.3 + rng.normal(0, 0.1, 10000)
   vae = difficulty + rng.normal(0, 0.1, 10000)
-  _write_result(tmp_path, 'iwae_cont', 'iwae', 50, iwae, epoch=20, initialised_from=source)
-  _write_result(tmp_path, 'vae_cont', 'vae', 1, vae, epoch=20, initialised_from=source)
+  write_result(tmp_path, 'iwae_cont', 'iwae', 50, iwae, epoch=20, initialised_from=source)
+  write_result(tmp_path, 'vae_cont', 'vae', 1, vae, epoch=20, initialised_from=source)
   # Same source, other epochs: not paired with either.
-  _write_result(tmp_path, 'vae_cont10', 'vae', 1, vae, epoch=10, initialised_from=source)
+  write_result(tmp_path, 'vae_cont10', 'vae', 1, vae, epoch=10, initialised_from=source)
   got = evaluation.collect(str(tmp_path))
   switched = evaluation.switched_differences(got)
   assert list(switched) == [('mnist', 'vae_k1_50_poster (epoch 70)', 20, 'IWAE k=50')]
@@ -255,8 +266,8 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   rng = np.random.default_rng(2)
   ll = rng.normal(-90, 25, size=10000)
   fixed = {'data': {'binarization': 'fixed', 'train_binarization_seed': 0}}
-  _write_result(tmp_path, 'iwae', 'iwae', 5, ll)
-  _write_result(tmp_path, 'vae_fixed', 'vae', 5, ll + 1)
+  write_result(tmp_path, 'iwae', 'iwae', 5, ll)
+  write_result(tmp_path, 'vae_fixed', 'vae', 5, ll + 1)
   r = json.loads((tmp_path / 'vae_fixed' / 'eval-70.json').read_text())
   r['config'].update(fixed)
   r['train'] = {'nll': {'mean': r['test']['nll']['mean'] - 1.5}}  # --train_subset's
@@ -264,7 +275,7 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   got = evaluation.collect(str(tmp_path))
   assert evaluation.paired_differences(got) == {}
   assert 'fixed binarisation (seed 0)' in evaluation.table(got)
-  _write_result(tmp_path, 'vae', 'vae', 5, ll + 0.75)
+  write_result(tmp_path, 'vae', 'vae', 5, ll + 0.75)
   got = evaluation.collect(str(tmp_path))
   assert list(evaluation.paired_differences(got)) == [('mnist', 1, 5, '50', 70, '')]
   # The fixed run against the same run with the paper's dynamic binarisation.
@@ -305,16 +316,10 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
   difficulty = rng.normal(-90, 25, size=10000)
   ll = {}
 
-  def write(run, obj, k, epoch, latents=(50,), **cfg):
-    d = tmp_path / run
-    d.mkdir(exist_ok=True)
+  def write(run, obj, k, epoch, latents=(50,), **optim):
     ll[run, epoch] = difficulty - 10 / epoch + 0.1 * k * (obj == 'iwae') + rng.normal(0, .2, 10000)
-    np.savez_compressed(d / f'e{epoch}.npz', test_log_likelihood=ll[run, epoch].astype(np.float32))
-    r = fake_result(obj, k, list(latents), float(-ll[run, epoch].mean()), [20 + k] * len(latents),
-                    epoch)
-    r['config'].update(optim={'schedule': 'paper', **cfg}, data={})
-    r.update(per_image=f'e{epoch}.npz', data_sha256='x', eval_binarization_seed=0)
-    (d / f'eval-{epoch}.json').write_text(json.dumps(r))
+    write_result(tmp_path, run, obj, k, ll[run, epoch], epoch, latents, [20 + k] * len(latents),
+                 config={'optim': {'schedule': 'paper', **optim}, 'data': {}})
 
   for epoch in (1, 4, 13, 20):  # 20 is no stage end
     write('vae1', 'vae', 1, epoch)

@@ -3,12 +3,12 @@ uses, and which committed results it pairs. The plotting functions it calls
 are tested in test_posterior_and_plots.py."""
 
 import importlib.util
-import json
 import os
 
 import numpy as np
 import pytest
 from absl.testing import flagsaver
+from test_evaluation import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,21 +45,9 @@ def test_a_figure_uses_the_exported_paper_model_first(regenerate, tmp_path, monk
 
 
 def _result(root, run, obj, k, epoch, ll=None, variances=None, data=None):
-  """A committed result file (and its per-image estimates ``ll``)."""
-  d = root / run
-  d.mkdir(exist_ok=True)
-  name = f'eval-ckpt{epoch}-K5000'
-  r = {'run_dir': f'runs/{run}', 'epoch': epoch, 'k_nll': 5000, 'num_test': 10000,
-       'config': {'objective': {'name': obj, 'k': k}, 'model': {'latents': [50]},
-                  'data': data or {}, 'optim': {'schedule': run.split('_')[3]}},
-       'test': {'nll': {'mean': 0.0 if ll is None else float(-ll.mean()), 'stderr': 0.3}}}
-  if variances is not None:
-    r['posterior_mean_variances'] = [list(map(float, variances))]
-    r['active_units'] = [int(np.sum(np.asarray(variances) > 1e-2))]
-  if ll is not None:
-    np.savez_compressed(d / f'{name}.npz', test_log_likelihood=ll.astype(np.float32))
-    r.update(per_image=f'{name}.npz', data_sha256='x', eval_binarization_seed=0)
-  (d / f'{name}.json').write_text(json.dumps(r))
+  """A committed result of run ``<objective>_k<k>_50_<schedule>[_fixed]``."""
+  write_result(root, run, obj, k, ll, epoch, variances=variances,
+               config={'data': data or {}, 'optim': {'schedule': run.split('_')[3]}})
 
 
 def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerate, tmp_path):
