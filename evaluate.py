@@ -56,8 +56,9 @@ def main(argv):
   cli.start_tensorflow()
   from iwae_tf import evaluation
   if FLAGS.table:
-    markdown = evaluation.table(evaluation.collect(FLAGS.results_root))
-    curve = evaluation.learning_curve_table(evaluation.read_results(FLAGS.results_root))
+    results = list(evaluation.read_results(FLAGS.results_root))
+    markdown = evaluation.table(evaluation.newest(results))
+    curve = evaluation.learning_curve_table(results)
     print(markdown + (f'\nThe paper-schedule runs at the ends of its stages:\n\n{curve}'
                       if curve else ''), end='')
     if FLAGS.readme:

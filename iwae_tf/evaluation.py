@@ -330,8 +330,13 @@ def read_results(results_root=rundir.RESULTS_ROOT):
 
 def collect(results_root=rundir.RESULTS_ROOT):
   """``read_results``, the newest epoch (then the largest K) per run."""
+  return newest(read_results(results_root))
+
+
+def newest(results):
+  """Of ``read_results``' results, the newest epoch (then the largest K) per run."""
   best = {}
-  for r in read_results(results_root):
+  for r in results:
     key = r['run']
     if key not in best or (r['epoch'], r['k_nll']) > (best[key]['epoch'], best[key]['k_nll']):
       best[key] = r

@@ -19,9 +19,10 @@ Runs are found where train.py puts them (``rundir.default_run_dir``): the 2-D
 runs are runs/<objective>_k<k>_2_poster (--latents=2 --epochs=10), the 50-latent
 ones runs/<objective>_k<k>_50_poster; a model under pretrained/<name> is used in
 place of runs/<name>, and the paper's 3280-epoch model, once exported to
-pretrained/<objective>_k<k>_50_paper (evaluate.py --export), in place of both. A figure whose runs or results are missing is skipped,
-with the command that makes them, and its PNG and measurements are kept:
-measurements.json is only ever updated with the figures drawn.
+pretrained/<objective>_k<k>_50_paper (evaluate.py --export), in place of both.
+A figure whose runs or results are missing is skipped, with the command that
+makes them, and its PNG and measurements are kept: measurements.json is only
+ever updated with the figures drawn.
 """
 
 import dataclasses

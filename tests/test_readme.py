@@ -46,8 +46,8 @@ def test_tables_are_those_the_committed_results_make():
   after adding results."""
   from iwae_tf import evaluation
   text = open(os.path.join(ROOT, 'README.md')).read()
-  results = os.path.join(ROOT, 'results')
+  results = list(evaluation.read_results(os.path.join(ROOT, 'results')))
   block = lambda begin, end: text.split(begin, 1)[1].split(end, 1)[0].lstrip('\n')  # noqa: E731
-  assert block(evaluation.BEGIN, evaluation.END) == evaluation.table(evaluation.collect(results))
+  assert block(evaluation.BEGIN, evaluation.END) == evaluation.table(evaluation.newest(results))
   assert block(evaluation.CURVE_BEGIN, evaluation.CURVE_END) == evaluation.learning_curve_table(
-      evaluation.read_results(results))
+      results)
