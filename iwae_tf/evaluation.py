@@ -37,7 +37,9 @@ from iwae_tf import metrics
 from iwae_tf import rundir
 from iwae_tf import training
 
-POSTER = {('iwae', 1, 5): {'nll': 99.70, 'active_units': 14}}
+# The poster's re-implementation (1 stochastic layer, 50 latents, 70 epochs), MNIST:
+# {(objective, latents, k): ...}, latents as in ``paper_nll``.
+POSTER = {('iwae', '50', 5): {'nll': 99.70, 'active_units': 14}}
 
 
 class EvaluationError(errors.IWAEError):
@@ -400,9 +402,16 @@ def result_key(r):
           '-'.join(map(str, cfg['model']['latents'])), r['epoch'])
 
 
-def paper_nll(dataset, objective, layers, k):
-  """The paper's Table 1 test NLL, or None where it has none (or none confirmed)."""
-  return data_lib.DATASETS[dataset].paper_nll.get((objective, layers), {}).get(k)
+def paper_nll(dataset, objective, latents, k):
+  """The paper's Table 1 test NLL, or None where it has none (or none
+  confirmed): another architecture (``latents`` as ``result_key`` writes
+  them, ``'50'``, ``'100-50'``), objective or k."""
+  return data_lib.DATASETS[dataset].paper_nll.get((objective, latents), {}).get(k)
+
+
+def _cell(value, spec='.2f'):
+  """A table cell: ``value`` formatted, or ``–`` for None."""
+  return '–' if value is None else format(value, spec)
 
 
 def table(results):
@@ -415,8 +424,8 @@ def table(results):
   for r in results:
     cfg = r['config']
     dataset, layers, obj, k, lat, ep = result_key(r)
-    paper = paper_nll(dataset, obj, layers, k)
-    poster = POSTER.get((obj, layers, k), {}) if dataset == 'mnist' else {}
+    paper = paper_nll(dataset, obj, lat, k)
+    poster = POSTER.get((obj, lat, k), {}) if dataset == 'mnist' else {}
     rows.append(((dataset, layers, obj, k, lat, ep), dataset, layers, *_labels(r), k, lat,
                  r['test']['nll']['mean'], r['test']['nll']['stderr'], r['k_nll'],
                  '/'.join(map(str, r['active_units'])),  # per stochastic layer, h1 first
@@ -428,11 +437,10 @@ def table(results):
            '| active units | NLL pruned | paper NLL (3280 ep.) | poster NLL (70 ep.) '
            '| poster active units | departures from the paper |',
            '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
-  fmt = lambda v, p='.2f': '–' if v is None else format(v, p)  # noqa: E731
   for (_, dataset, layers, obj, ep, k, lat, nll, se, kn, au, pr, paper, pn, pa, dep) in rows:
     lines.append(f'| {dataset.upper()} | {layers} | {obj} | {k} | {lat} | {ep} '
-                 f'| {nll:.2f} ± {se:.2f} | {kn} | {au} | {fmt(pr)} | {fmt(paper)} | {fmt(pn)} '
-                 f'| {fmt(pa, "d")} | {dep} |')
+                 f'| {nll:.2f} ± {se:.2f} | {kn} | {au} | {_cell(pr)} | {_cell(paper)} | {_cell(pn)} '
+                 f'| {_cell(pa, "d")} | {dep} |')
   pairs = paired_differences(results)
   if pairs:
     lines += ['', 'Paired differences on the same test images (IWAE − VAE, test NLL; '
@@ -440,9 +448,9 @@ def table(results):
               '| data | layers | k | latents | epochs | IWAE − VAE | paper | departures |',
               '|---|---|---|---|---|---|---|---|']
     for (dataset, layers, k, lat, ep, deps), (diff, se) in sorted(pairs.items()):
-      paper = paper_nll(dataset, 'iwae', layers, k)
-      paper_vae = paper_nll(dataset, 'vae', layers, k)
-      ref = '–' if paper is None or paper_vae is None else f'{paper - paper_vae:+.2f}'
+      paper = paper_nll(dataset, 'iwae', lat, k)
+      paper_vae = paper_nll(dataset, 'vae', lat, k)
+      ref = _cell(None if paper is None or paper_vae is None else paper - paper_vae, '+.2f')
       lines.append(f'| {dataset.upper()} | {layers} | {k} | {lat} | {ep} '
                    f'| {diff:+.2f} ± {se:.2f} | {ref} | {deps or "–"} |')
   departed = departure_differences(results)
@@ -530,7 +538,9 @@ def learning_curve_table(results):
   """Markdown table of the paper-schedule runs (``learning_curves``) at the
   ends of the schedule's stages (``config.STAGE_ENDS``): each run's test NLL
   and active units, then the paired IWAE - VAE differences
-  (``learning_curve_pairs``). Empty when no run was measured at a stage end.
+  (``learning_curve_pairs``); the last column holds the paper's final
+  numbers (``paper_nll``; its IWAE - VAE for the pairs). Empty when no run was
+  measured at a stage end.
   """
   curves = {key: {e: r for e, r in curve.items() if e in config_lib.STAGE_ENDS}
             for key, curve in learning_curves(results).items()}
@@ -538,20 +548,26 @@ def learning_curve_table(results):
   if not curves:
     return ''
   epochs = sorted({e for curve in curves.values() for e in curve})
-  lines = ['| epoch | ' + ' | '.join(map(str, epochs)) + ' |',
-           '|---|' + '---|' * len(epochs)]
-  row = lambda label, cells: lines.append(  # noqa: E731
-      f'| {label} | ' + ' | '.join(cells.get(e, '') for e in epochs) + ' |')
+  lines = ['| epoch | ' + ' | '.join(map(str, epochs)) + ' | paper (3280) |',
+           '|---|' + '---|' * (len(epochs) + 1)]
+
+  def row(label, cells, paper=''):
+    lines.append(f'| {label} | ' + ' | '.join(cells.get(e, '') for e in epochs)
+                 + f' | {paper} |')
+
   order = lambda key: (key[:3], key[4], key[3] != 'vae')  # noqa: E731  VAE k=1, IWAE k=1, VAE k=5...
   for key in sorted(curves, key=order):
     dataset, layers, lat, obj, k = key
     name = curve_label(dataset, layers, lat, f'{obj.upper()} k = {k}')
-    row(f'{name}: test NLL', {e: f"{r['test']['nll']['mean']:.2f}" for e, r in curves[key].items()})
+    row(f'{name}: test NLL', {e: f"{r['test']['nll']['mean']:.2f}" for e, r in curves[key].items()},
+        _cell(paper_nll(dataset, obj, lat, k)))
     row(f'{name}: active units',
         {e: '/'.join(map(str, r['active_units'])) for e, r in curves[key].items()})
   for (dataset, layers, lat, k, vae_k), paired in learning_curve_pairs(curves).items():
     name = curve_label(dataset, layers, lat, f'IWAE k = {k} − VAE k = {vae_k}, paired')
-    row(name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()})
+    paper = [paper_nll(dataset, obj, lat, kk) for obj, kk in (('iwae', k), ('vae', vae_k))]
+    row(name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()},
+        _cell(None if None in paper else paper[0] - paper[1], '+.2f'))
   return '\n'.join(lines) + '\n'
 
 

@@ -248,7 +248,7 @@ def learning_curve(measurements):
     name = evaluation.curve_label(dataset, layers, lat, f'{obj.upper()} k={k}')
     epochs = sorted(points)
     curves[name] = (epochs, [points[e] for e in epochs])
-    paper = evaluation.paper_nll(dataset, obj, layers, k)
+    paper = evaluation.paper_nll(dataset, obj, lat, k)
     if paper is not None:
       final[name] = paper
   if not curves:

@@ -139,9 +139,12 @@ def fake_result(obj, k, latents, nll, au, epoch=70):
 def test_table_and_readme_block(tmp_path):
   md = evaluation.table([fake_result('iwae', 5, [50], 89.1, [21]),
                          fake_result('vae', 1, [50], 90.2, [17]),
-                         fake_result('iwae', 5, [100, 50], 87.0, [30, 11])])
+                         fake_result('iwae', 5, [100, 50], 87.0, [30, 11]),
+                         fake_result('iwae', 5, [2], 140.0, [2])])
   lines = md.strip().splitlines()
-  assert len(lines) == 5
+  assert len(lines) == 6
+  # Not the paper's architecture: none of its (or the poster's) numbers.
+  assert '| MNIST | 1 | IWAE | 5 | 2 | 70 | 140.00 ± 0.30 | 5000 | 2 | – | – | – | – | – |' in lines
   assert lines[-1] == '| MNIST | 2 | IWAE | 5 | 100-50 | 70 | 87.00 ± 0.30 | 5000 | 30/11 | – | 83.89 | – | – | – |'
   assert '| MNIST | 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 | – |' in lines
   assert '| MNIST | 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – | – |' in lines
@@ -328,6 +331,7 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
   write('vae5', 'vae', 5, 4)
   write('iwae5_beta', 'iwae', 5, 4, beta1=0.99)  # a departure: not on the curve
   write('iwae5_2l', 'iwae', 5, 1, latents=(100, 50))
+  write('iwae5_2d', 'iwae', 5, 4, latents=(2,))
   results = list(evaluation.read_results(str(tmp_path)))
   nll = lambda run, e: f'{-ll[run, e].mean():.2f}'  # noqa: E731
 
@@ -336,18 +340,20 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
     return f'{d.mean():+.2f} ± {d.std() / 100:.2f}'
 
   assert evaluation.learning_curve_table(results).splitlines() == [
-      '| epoch | 1 | 4 | 13 |', '|---|---|---|---|',
-      f'| VAE k = 1: test NLL | {nll("vae1", 1)} | {nll("vae1", 4)} | {nll("vae1", 13)} |',
-      '| VAE k = 1: active units | 21 | 21 | 21 |',
-      f'| VAE k = 5: test NLL |  | {nll("vae5", 4)} |  |',
-      '| VAE k = 5: active units |  | 25 |  |',
-      f'| IWAE k = 5: test NLL | {nll("iwae5", 1)} | {nll("iwae5", 4)} |  |',
-      '| IWAE k = 5: active units | 25 | 25 |  |',
-      f'| IWAE k = 5 (2 layers, 100-50 latents): test NLL | {nll("iwae5_2l", 1)} |  |  |',
-      '| IWAE k = 5 (2 layers, 100-50 latents): active units | 25/25 |  |  |',
+      '| epoch | 1 | 4 | 13 | paper (3280) |', '|---|---|---|---|---|',
+      f'| IWAE k = 5 (2 latents): test NLL |  | {nll("iwae5_2d", 4)} |  | – |',  # not the paper's
+      '| IWAE k = 5 (2 latents): active units |  | 25 |  |  |',
+      f'| VAE k = 1: test NLL | {nll("vae1", 1)} | {nll("vae1", 4)} | {nll("vae1", 13)} | 86.76 |',
+      '| VAE k = 1: active units | 21 | 21 | 21 |  |',
+      f'| VAE k = 5: test NLL |  | {nll("vae5", 4)} |  | 86.47 |',
+      '| VAE k = 5: active units |  | 25 |  |  |',
+      f'| IWAE k = 5: test NLL | {nll("iwae5", 1)} | {nll("iwae5", 4)} |  | 85.54 |',
+      '| IWAE k = 5: active units | 25 | 25 |  |  |',
+      f'| IWAE k = 5 (2 layers, 100-50 latents): test NLL | {nll("iwae5_2l", 1)} |  |  | 83.89 |',
+      '| IWAE k = 5 (2 layers, 100-50 latents): active units | 25/25 |  |  |  |',
       f'| IWAE k = 5 − VAE k = 1, paired | {paired("iwae5", "vae1", 1)} '
-      f'| {paired("iwae5", "vae1", 4)} |  |',
-      f'| IWAE k = 5 − VAE k = 5, paired |  | {paired("iwae5", "vae5", 4)} |  |']
+      f'| {paired("iwae5", "vae1", 4)} |  | -1.22 |',
+      f'| IWAE k = 5 − VAE k = 5, paired |  | {paired("iwae5", "vae5", 4)} |  | -0.93 |']
   assert evaluation.learning_curve_table([]) == ''
   readme = tmp_path / 'README.md'
   readme.write_text(f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'

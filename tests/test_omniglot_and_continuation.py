@@ -92,7 +92,7 @@ def test_omniglot_bad_files_are_one_line_errors(tmp_path, damage, expect):
 
 def test_registry_names_are_the_flag_choices():
   assert config.DATASETS == tuple(data.DATASETS) == ('mnist', 'omniglot')
-  assert data.DATASETS['mnist'].paper_nll[('iwae', 1)][5] == 85.54
+  assert data.DATASETS['mnist'].paper_nll[('iwae', '50')][5] == 85.54
 
 
 def test_init_from_restores_the_source_weights_and_leaves_it_untouched(tmp_path):
