@@ -173,7 +173,6 @@ def reweighting(test, measurements):
 
 def posterior_shapes(test, measurements):
   import numpy as np
-  import tensorflow as tf
   from iwae_tf import plotting, posterior
   restored = _restore('vae', 1, (2,), 'posterior_shapes.png')
   if restored is None:

@@ -286,8 +286,8 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   assert (run['run'], base['run']) == ('vae_fixed', 'vae')
   assert (diff, se) == evaluation.paired_difference(run, base)
   assert diff == pytest.approx(-0.25, abs=1e-3) and se < 1e-4
-  assert (f'| MNIST | 1 | VAE | 5 | 50 | 70 | fixed binarisation (seed 0) | -0.25 ± 0.00 '
-          f'| -1.50 | – |') in evaluation.table(got)
+  assert ('| MNIST | 1 | VAE | 5 | 50 | 70 | fixed binarisation (seed 0) | -0.25 ± 0.00 '
+          '| -1.50 | – |') in evaluation.table(got)
 
 
 def test_milestones_and_pretrained_export(tmp_path):
