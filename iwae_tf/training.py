@@ -9,8 +9,8 @@ and resumed run follows the uninterrupted one, under any ``--strategy``
 (``distribute.py``): checkpoints hold one copy of each variable whatever the
 number of replicas.
 
-A non-finite training loss (checked after every compiled call), bound or
-weight (after every epoch) stops the run with a ``DivergenceError`` before
+A non-finite training loss (checked after every compiled call), bound,
+weight or optimizer variable (after every epoch) stops the run with a ``DivergenceError`` before
 anything is saved, so every checkpoint holds finite values and the last good
 one stays the latest; milestone checkpoints are kept for good at the end of
 each schedule stage (``rundir.py``).
@@ -40,22 +40,30 @@ class DivergenceError(errors.IWAEError):
 
 
 def check_finite(value, what, where, run_dir):
-  """Raises ``DivergenceError`` unless ``value`` (a number) is finite.
+  """Raises ``DivergenceError`` unless ``value`` (a number, or a tensor whose
+  every element must be finite) is finite.
 
   Args:
-    value: the number to check.
-    what: what it is (``'the training loss'``, ``'L_5'``).
+    value: the number or tensor to check.
+    what: what it is (``'the training loss'``, ``'L_5'``, ``'weight p_x/...'``).
     where: when in the run (``'step 6300'``, ``'epoch 3'``).
     run_dir: the run directory, for the message.
   """
-  if not np.isfinite(value):
-    saved = rundir.saved_checkpoints(run_dir)
-    kept = (f'{saved[0]} (finite) stays the latest checkpoint, and rerunning resumes there '
-            'into the same noise' if saved else 'no checkpoint had been written')
-    raise DivergenceError(
-        f'{where}: {what} is {value}; stopped before saving: {kept}; try a lower '
-        '--learning_rate or a larger --adam_epsilon in a new --run_dir')
-
+  if np.ndim(value) == 0:
+    if np.isfinite(value):
+      return
+    state = f'is {float(value)}'
+  else:
+    bad = int(tf.size(value)) - int(tf.math.count_nonzero(tf.math.is_finite(value)))
+    if not bad:
+      return
+    state = f'has {bad} non-finite values'
+  saved = rundir.saved_checkpoints(run_dir)
+  kept = (f'{saved[0]} (finite) stays the latest checkpoint, and rerunning resumes there '
+          'into the same noise' if saved else 'no checkpoint had been written')
+  raise DivergenceError(
+      f'{where}: {what} {state}; stopped before saving: {kept}; try a lower '
+      '--learning_rate or a larger --adam_epsilon in a new --run_dir')
 
 
 def build_model(config, x_train=None):
@@ -225,8 +233,10 @@ class Progress(keras.callbacks.Callback):
 
 class StopOnDivergence(keras.callbacks.Callback):
   """Raises ``DivergenceError`` as soon as the training loss is not finite
-  (checked after every compiled call), or a weight is not finite at the end
-  of an epoch. It precedes every callback that measures or saves."""
+  (checked after every compiled call), or a weight or an optimizer variable
+  (Adam's moments: an infinite second moment leaves its weight finite but
+  frozen for good) is not finite at the end of an epoch. It precedes every
+  callback that measures or saves."""
 
   def __init__(self, run_dir):
     super().__init__()
@@ -239,9 +249,11 @@ class StopOnDivergence(keras.callbacks.Callback):
   def on_epoch_end(self, epoch, logs=None):
     where = f'epoch {epoch + 1}'
     check_finite(float(logs['loss']), 'the epoch loss', where, self.run_dir)
-    for v in self.model.weights:
-      if not bool(tf.reduce_all(tf.math.is_finite(v))):
-        check_finite(float('nan'), f'weight {v.path}', where, self.run_dir)
+    named = [('weight', v) for v in self.model.weights]
+    named += [('optimizer variable', v) for v in self.model.optimizer.variables
+              if keras.backend.is_float_dtype(v.dtype)]
+    for what, v in named:
+      check_finite(v, f'{what} {v.path}', where, self.run_dir)
 
 
 class SaveCheckpoint(keras.callbacks.Callback):

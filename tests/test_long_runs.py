@@ -34,7 +34,7 @@ def test_diverging_run_stops_before_saving_anything_non_finite(tmp_path, monkeyp
   monkeypatch.setattr(config, 'learning_rate',
                       lambda epoch, base=1e-3, schedule="paper": (real(epoch, base, schedule) if epoch < 2 else 1e4))
   run = tmp_path / 'run'
-  with pytest.raises(training.DivergenceError, match=r'(step|epoch) \d+: .* is (nan|inf|-inf)'):
+  with pytest.raises(training.DivergenceError, match=r'(step|epoch) \d+: .* (is (nan|inf|-inf)|has \d+ non-finite values)'):
     training.train(tiny_config(run, epochs=8))
   saved = rundir.saved_checkpoints(str(run))
   assert saved, 'the two good epochs were checkpointed'
@@ -128,3 +128,23 @@ def test_every_rolling_checkpoint_damaged_falls_back_to_a_milestone(tmp_path):
   assert not os.path.exists(run / 'checkpoints' / 'checkpoint')  # no stale state left
   training.train(paper_config(run, epochs=6))  # resumes from the milestone and finishes
   assert tf.train.latest_checkpoint(str(run / 'checkpoints')).endswith('ckpt-6')
+
+
+@pytest.mark.parametrize('what', ['weight', 'optimizer variable'])
+def test_a_non_finite_weight_or_optimizer_moment_stops_the_epoch(tmp_path, what):
+  """An infinite Adam second moment leaves the loss and the weights finite
+  (its weight's update is 0 from then on), yet must not be checkpointed."""
+  cfg = tiny_config(tmp_path / 'run', epochs=1)
+  trainer = training.build_trainer(cfg, training.build_model(cfg))
+  optimizer = training.build_optimizer(cfg, trainer)
+  stop = training.StopOnDivergence(str(tmp_path / 'run'))
+  stop.set_model(trainer)
+  stop.on_epoch_end(0, {'loss': 1.0})  # all finite: no error
+  if what == 'weight':
+    var = trainer.weights[0]
+  else:
+    var = next(v for v in optimizer.variables if v.path.endswith('_velocity'))
+  var.assign(tf.fill(var.shape, np.inf))
+  with pytest.raises(training.DivergenceError,
+                     match=f'epoch 1: {what} {var.path} has {np.prod(var.shape)} non-finite'):
+    stop.on_epoch_end(0, {'loss': 1.0})
