@@ -10,10 +10,10 @@ and resumed run follows the uninterrupted one, under any ``--strategy``
 number of replicas.
 
 A non-finite training loss (checked after every compiled call), bound,
-weight or optimizer variable (after every epoch) stops the run with a ``DivergenceError`` before
-anything is saved, so every checkpoint holds finite values and the last good
-one stays the latest; milestone checkpoints are kept for good at the end of
-each schedule stage (``rundir.py``).
+weight or optimizer variable (after every epoch) stops the run with a
+``DivergenceError`` before anything is saved, so every checkpoint holds finite
+values and the last good one stays the latest; milestone checkpoints are kept
+for good at the end of each schedule stage (``rundir.py``).
 """
 
 import os
