@@ -51,3 +51,37 @@ def test_tables_are_those_the_committed_results_make():
   assert block(evaluation.BEGIN, evaluation.END) == evaluation.table(evaluation.newest(results))
   assert block(evaluation.CURVE_BEGIN, evaluation.CURVE_END) == evaluation.learning_curve_table(
       results)
+
+
+def readme_commands():
+  """``(script, [flag names])`` of every ``python <script>.py ...`` command in
+  the README: in shell blocks (continued lines joined) and inline code."""
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  lines = [l for block in re.findall(r'```bash\n(.*?)```', text, re.S)
+           for l in block.replace('\\\n', ' ').splitlines()]
+  prose = re.sub(r'```.*?```', '', text, flags=re.S).replace('\n', ' ')
+  lines += re.findall(r'`([^`]*python [^`]*)`', prose)
+  out = []
+  for line in lines:
+    for script, args in re.findall(r'python (\S+\.py)((?:(?!python )[^#;&|])*)', line):
+      out.append((script, re.findall(r'(?:^|\s)--([a-z_0-9]+)', args)))
+  return out
+
+
+def defined_flags(script):
+  with open(os.path.join(ROOT, script)) as f:
+    return set(re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", f.read()))
+
+
+def test_readme_commands_use_flags_their_scripts_define():
+  """A renamed or removed flag fails here before a user copies the command."""
+  commands = readme_commands()
+  assert {s for s, _ in commands} >= {'train.py', 'evaluate.py', 'plots/regenerate.py'}
+  unknown = [(script, flag) for script, names in commands for flag in names
+             if flag not in defined_flags(script) and flag[2:] not in defined_flags(script)]
+  assert not unknown, unknown
+  # The flag table of train.py, too.
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  table = text.split('`train.py` flags', 1)[1].split('\n\n', 2)[1]
+  documented = set(re.findall(r'`--([a-z_0-9]+)', table))
+  assert documented and documented <= defined_flags('train.py'), documented - defined_flags('train.py')
