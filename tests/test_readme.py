@@ -54,7 +54,7 @@ def test_tables_are_those_the_committed_results_make():
 
 
 def readme_commands():
-  """``(script, [flag names])`` of every ``python <script>.py ...`` command in
+  """``(script, {flag: value})`` of every ``python <script>.py ...`` command in
   the README: in shell blocks (continued lines joined) and inline code."""
   text = open(os.path.join(ROOT, 'README.md')).read()
   lines = [l for block in re.findall(r'```bash\n(.*?)```', text, re.S)
@@ -64,7 +64,7 @@ def readme_commands():
   out = []
   for line in lines:
     for script, args in re.findall(r'python (\S+\.py)((?:(?!python )[^#;&|])*)', line):
-      out.append((script, re.findall(r'(?:^|\s)--([a-z_0-9]+)', args)))
+      out.append((script, dict(re.findall(r'(?:^|\s)--([a-z_0-9]+)(?:=(\S*))?', args))))
   return out
 
 
@@ -74,13 +74,23 @@ def defined_flags(script):
 
 
 def test_readme_commands_use_flags_their_scripts_define():
-  """A renamed or removed flag fails here before a user copies the command."""
+  """A renamed or removed flag, or a choice no longer offered, fails here
+  before a user copies the command."""
   commands = readme_commands()
   assert {s for s, _ in commands} >= {'train.py', 'evaluate.py', 'plots/regenerate.py'}
   unknown = [(script, flag) for script, names in commands for flag in names
              if flag not in defined_flags(script) and flag[2:] not in defined_flags(script)]
   assert not unknown, unknown
   # The flag table of train.py, too.
+  # Choices from the registries the flags are made from.
+  from iwae_tf import config
+  choices = {'objective': config.OBJECTIVES, 'estimator': config.ESTIMATORS,
+             'schedule': config.SCHEDULES, 'strategy': config.STRATEGIES,
+             'dataset': config.DATASETS, 'binarization': config.BINARIZATIONS}
+  bad = [(flag, args[flag]) for script, args in commands if script == 'train.py'
+         for flag in choices if flag in args and args[flag] not in choices[flag]]
+  assert not bad, bad
+  assert sum('schedule' in args for _, args in commands) > 5  # the check saw values
   text = open(os.path.join(ROOT, 'README.md')).read()
   table = text.split('`train.py` flags', 1)[1].split('\n\n', 2)[1]
   documented = set(re.findall(r'`--([a-z_0-9]+)', table))
