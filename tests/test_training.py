@@ -143,13 +143,16 @@ def _cli(args, **kw):
 
 
 def test_cli_bad_input_is_one_line_and_nonzero(tmp_path):
-  for args, expect in [(['--data', str(tmp_path / 'missing.npz')], 'no such file'),
-                       (['--latents', '5,x'], 'comma-separated'),
-                       (['--k', '0'], 'k must be >= 1'),
-                       (['--epochs', '-3'], 'epochs must be >= 1'),
-                       (['--beta1', '1.5'], 'beta1 must be in [0, 1)')]:
-    p = _cli(args + ['--run_dir', str(tmp_path / 'r')])
-    out, err = p.communicate(timeout=120)
+  cases = [(['--data', str(tmp_path / 'missing.npz')], 'no such file'),
+           (['--latents', '5,x'], 'comma-separated'),
+           (['--k', '0'], 'k must be >= 1'),
+           (['--epochs', '-3'], 'epochs must be >= 1'),
+           (['--beta1', '1.5'], 'beta1 must be in [0, 1)')]
+  # Started together: each is mostly TensorFlow's start-up.
+  procs = [_cli(args + ['--run_dir', str(tmp_path / f'r{i}')])
+           for i, (args, _) in enumerate(cases)]
+  for p, (_, expect) in zip(procs, cases):
+    out, err = p.communicate(timeout=300)
     assert p.returncode != 0
     lines = [l for l in err.strip().splitlines() if l.startswith('error:')]
     assert len(lines) == 1 and expect in lines[0], err
