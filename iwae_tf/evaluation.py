@@ -180,6 +180,17 @@ def _nll(ll, k_nll):
           'k': int(k_nll)}
 
 
+def _summary_of(result_json):
+  """`` (test NLL 86.37 ± 0.23, K = 5000)`` of a result file; empty if unreadable."""
+  try:
+    with open(result_json) as f:
+      r = json.load(f)
+    nll = r['test']['nll']
+    return f" (test NLL {nll['mean']:.2f} ± {nll['stderr']:.2f}, K = {r['k_nll']})"
+  except (OSError, ValueError, KeyError, TypeError):
+    return ''
+
+
 def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
                  train_subset=0, prune=False, batch_size=100, chunk=100,
                  output=None, overwrite=False, limit_test=None, progress=print,
@@ -218,7 +229,8 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   config, model, path, epoch = restore(run_dir, checkpoint)
   output = output or rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
   if os.path.exists(output) and not overwrite:
-    raise EvaluationError(f'{output}: exists; pass --overwrite to replace it')
+    raise EvaluationError(f'{output}: exists{_summary_of(output)}; to measure again, pass '
+                          '--results_root=DIR (another place) or --overwrite (replaces it)')
   splits = data_lib.make_splits(config.data)
   env_path = os.path.join(run_dir, 'environment.json')
   env = {}

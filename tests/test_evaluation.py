@@ -59,7 +59,10 @@ def test_results_are_not_overwritten_silently(run_dir, tmp_path):
   path = rundir.result_path(run_dir, 2, 10, 20, str(tmp_path))
   assert path == os.path.join(tmp_path, 'run', 'eval-ckpt2-K10-n20.json')
   before = open(path).read()
-  with pytest.raises(evaluation.EvaluationError, match='exists'):
+  nll = json.loads(before)['test']['nll']
+  with pytest.raises(evaluation.EvaluationError,
+                     match=rf"exists \(test NLL {nll['mean']:.2f} ± {nll['stderr']:.2f}, K = 10\); "
+                           'to measure again, pass --results_root'):
     evaluation.evaluate_run(run_dir, **kw)
   assert open(path).read() == before
   evaluation.evaluate_run(run_dir, overwrite=True, seed=7, **kw)
