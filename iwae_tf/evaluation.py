@@ -421,6 +421,12 @@ def paper_nll(dataset, objective, latents, k):
   return data_lib.DATASETS[dataset].paper_nll.get((objective, latents), {}).get(k)
 
 
+def paper_difference(dataset, latents, k, vae_k):
+  """The paper's IWAE k minus VAE vae_k test NLL, or None where it lacks either."""
+  iwae, vae = paper_nll(dataset, 'iwae', latents, k), paper_nll(dataset, 'vae', latents, vae_k)
+  return None if iwae is None or vae is None else iwae - vae
+
+
 def _cell(value, spec='.2f'):
   """A table cell: ``value`` formatted, or ``–`` for None."""
   return '–' if value is None else format(value, spec)
@@ -460,9 +466,7 @@ def table(results):
               '| data | layers | k | latents | epochs | IWAE − VAE | paper | departures |',
               '|---|---|---|---|---|---|---|---|']
     for (dataset, layers, k, lat, ep, deps), (diff, se) in sorted(pairs.items()):
-      paper = paper_nll(dataset, 'iwae', lat, k)
-      paper_vae = paper_nll(dataset, 'vae', lat, k)
-      ref = _cell(None if paper is None or paper_vae is None else paper - paper_vae, '+.2f')
+      ref = _cell(paper_difference(dataset, lat, k, k), '+.2f')
       lines.append(f'| {dataset.upper()} | {layers} | {k} | {lat} | {ep} '
                    f'| {diff:+.2f} ± {se:.2f} | {ref} | {deps or "–"} |')
   departed = departure_differences(results)
@@ -577,9 +581,8 @@ def learning_curve_table(results):
         {e: '/'.join(map(str, r['active_units'])) for e, r in curves[key].items()})
   for (dataset, layers, lat, k, vae_k), paired in learning_curve_pairs(curves).items():
     name = curve_label(dataset, layers, lat, f'IWAE k = {k} − VAE k = {vae_k}, paired')
-    paper = [paper_nll(dataset, obj, lat, kk) for obj, kk in (('iwae', k), ('vae', vae_k))]
     row(name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()},
-        _cell(None if None in paper else paper[0] - paper[1], '+.2f'))
+        _cell(paper_difference(dataset, lat, k, vae_k), '+.2f'))
   return '\n'.join(lines) + '\n'
 
 
