@@ -95,3 +95,39 @@ def test_readme_commands_use_flags_their_scripts_define():
   table = text.split('`train.py` flags', 1)[1].split('\n\n', 2)[1]
   documented = set(re.findall(r'`--([a-z_0-9]+)', table))
   assert documented and documented <= defined_flags('train.py'), documented - defined_flags('train.py')
+
+
+def results_prose():
+  """The README's "## Results" text up to the poster-budget section, without
+  its generated tables and code blocks: the prose typed by hand."""
+  from iwae_tf import evaluation
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  section = text.split('\n## Results\n', 1)[1].split('\n### Earlier measurements', 1)[0]
+  for begin, end in ((evaluation.BEGIN, evaluation.END),
+                     (evaluation.CURVE_BEGIN, evaluation.CURVE_END)):
+    section = section.split(begin, 1)[0] + section.split(end, 1)[1]
+  return re.sub(r'```.*?```', '', section, flags=re.S)
+
+
+def test_results_prose_quotes_committed_measurements():
+  """Every test NLL the Results prose quotes (``86.37`` or ``86.37 ± 0.23``)
+  is a committed result's or the paper's, and every ``0.45 ± 0.03``
+  difference is the paired difference of two committed results at the same
+  epoch: a number typed by hand that no file backs fails here."""
+  import itertools
+  from iwae_tf import data, evaluation
+  results = list(evaluation.read_results(os.path.join(ROOT, 'results')))
+  nll = lambda r: r['test']['nll']  # noqa: E731
+  known = {f"{nll(r)['mean']:.2f}" for r in results}
+  known |= {f"{nll(r)['mean']:.2f} ± {nll(r)['stderr']:.2f}" for r in results}
+  known |= {f'{v:.2f}' for ks in data.MNIST_PAPER_NLL.values() for v in ks.values()}
+  for a, b in itertools.combinations(results, 2):
+    diff = a['epoch'] == b['epoch'] and evaluation.paired_difference(a, b)
+    if diff:
+      known.add(f'{abs(diff[0]):.2f} ± {diff[1]:.2f}')
+  prose = results_prose()
+  quoted = re.findall(r'(?<![\d.])(\d{1,3}\.\d\d(?: ± \d\.\d\d)?)(?![\d])', prose)
+  claims = [q for q in quoted if ' ± ' in q or float(q) >= 50]  # NLLs, and differences with ±
+  assert len(claims) > 10, claims  # the check saw the prose
+  unbacked = sorted(set(claims) - known)
+  assert not unbacked, unbacked
