@@ -295,8 +295,19 @@ def active_units(measurements):
   save(fig, 'active_units.png')
   measurements['active_units'] = {
       'epoch': epoch, 'k': k, 'latents': lat, 'dataset': dataset,
-      **{obj: {'run': pair[obj]['run'], 'active_units': pair[obj]['active_units']}
+      **{obj: {'run': pair[obj]['run'], 'active_units': pair[obj]['active_units'],
+               'inactive_median_log10_variance': [
+                   _inactive_median_log10(v) for v in pair[obj]['posterior_mean_variances']]}
          for obj in pair}}
+
+
+def _inactive_median_log10(variances):
+  """Median log10 Var_x(E_q[u]) of a layer's inactive units (None if all are active)."""
+  import numpy as np
+  from iwae_tf import metrics
+  v = np.asarray(variances, float)
+  inactive = v[v <= metrics.ACTIVE_THRESHOLD]
+  return float(np.median(np.log10(inactive))) if inactive.size else None
 
 
 def training_curves(measurements):

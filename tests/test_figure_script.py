@@ -66,8 +66,13 @@ def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerat
     regenerate.active_units(measurements)
   got = measurements['active_units']
   assert (got['epoch'], got['k'], got['latents']) == (121, 5, '50')
-  assert got['vae'] == {'run': 'vae_k5_50_paper', 'active_units': [19]}
-  assert got['iwae'] == {'run': 'iwae_k5_50_paper', 'active_units': [24]}
+  assert {n: got[n]['run'] for n in ('vae', 'iwae')} == {
+      'vae': 'vae_k5_50_paper', 'iwae': 'iwae_k5_50_paper'}
+  assert (got['vae']['active_units'], got['iwae']['active_units']) == ([19], [24])
+  # The inactive units' log10 variances are drawn from U(-5, -3) above.
+  for name in ('vae', 'iwae'):
+    median, = got[name]['inactive_median_log10_variance']
+    assert -4.6 < median < -3.4
   assert (tmp_path / 'active_units.png').stat().st_size > 0
 
 

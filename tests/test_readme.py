@@ -134,3 +134,32 @@ def test_results_prose_quotes_committed_measurements():
   assert len(claims) > 10, claims  # the check saw the prose
   unbacked = sorted(set(claims) - known)
   assert not unbacked, unbacked
+
+
+def figure_numbers(value):
+  """The ways the README may quote a number of ``figures/measurements.json``:
+  to 1 or 2 decimals, without its sign, and a fraction as a percentage."""
+  if isinstance(value, dict):
+    return set().union(*map(figure_numbers, value.values()))
+  if isinstance(value, list):
+    return set().union(*map(figure_numbers, value)) if value else set()
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return set()
+  out = {f'{abs(value):.1f}', f'{abs(value):.2f}'}
+  return out | ({f'{100 * value:.0f}%'} if 0 <= value <= 1 else set())
+
+
+def test_figures_prose_quotes_measurements():
+  """Every decimal number and percentage the Figures section quotes is one of
+  ``figures/measurements.json``, which the figure script writes with each
+  figure: a number typed by hand that the figures do not back fails here."""
+  import json
+  text = open(os.path.join(ROOT, 'README.md')).read()
+  section = text.split('\n## Figures\n', 1)[1].split('\n## ', 1)[0]
+  prose = re.sub(r'```.*?```', '', section, flags=re.S)
+  quoted = re.findall(r'(?<![\d.])(\d+\.\d+|\d+%)', prose)
+  with open(os.path.join(ROOT, 'figures', 'measurements.json')) as f:
+    known = figure_numbers(json.load(f))
+  assert len(quoted) > 10, quoted  # the check saw the prose
+  unbacked = sorted(set(quoted) - known)
+  assert not unbacked, unbacked
