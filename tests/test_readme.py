@@ -139,10 +139,8 @@ def test_results_prose_quotes_committed_measurements():
 def figure_numbers(value):
   """The ways the README may quote a number of ``figures/measurements.json``:
   to 1 or 2 decimals, without its sign, and a fraction as a percentage."""
-  if isinstance(value, dict):
-    return set().union(*map(figure_numbers, value.values()))
-  if isinstance(value, list):
-    return set().union(*map(figure_numbers, value)) if value else set()
+  if isinstance(value, (dict, list)):
+    return set().union(*map(figure_numbers, value.values() if isinstance(value, dict) else value))
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     return set()
   out = {f'{abs(value):.1f}', f'{abs(value):.2f}'}
