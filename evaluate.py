@@ -54,6 +54,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start_tensorflow()
+  from iwae_tf import config
   from iwae_tf import evaluation
   if FLAGS.table:
     results = list(evaluation.read_results(FLAGS.results_root))
@@ -72,7 +73,7 @@ def main(argv):
     path = evaluation.export_pretrained(FLAGS.run_dir, FLAGS.export, FLAGS.checkpoint)
     print(f'exported {path}')
     return
-  kwargs = dict(k_nll=FLAGS.k_nll, ks=cli.parse_int_list(FLAGS.ks, 'ks'), seed=FLAGS.seed,
+  kwargs = dict(k_nll=FLAGS.k_nll, ks=config.parse_int_list(FLAGS.ks, 'ks'), seed=FLAGS.seed,
                 train_subset=FLAGS.train_subset, prune=FLAGS.prune,
                 batch_size=FLAGS.batch_size, chunk=FLAGS.chunk, overwrite=FLAGS.overwrite,
                 limit_test=FLAGS.limit_test, results_root=FLAGS.results_root)

@@ -39,13 +39,14 @@ flags.DEFINE_enum('schedule', 'paper', list(config_names.SCHEDULES),
 flags.DEFINE_integer('epochs', None, 'Cut the schedule after this many epochs.')
 flags.DEFINE_integer('batch_size', 20, 'Batch size.')
 flags.DEFINE_float('learning_rate', 1e-3, 'Stage-0 learning rate.')
-flags.DEFINE_float('beta1', 0.9, 'Adam beta1 (the original code used 0.99).')
+flags.DEFINE_float('beta1', None, 'Adam beta1 (default 0.9; 0.99 under --procedure=original).')
 flags.DEFINE_float('beta2', 0.999, 'Adam beta2.')
 flags.DEFINE_float('adam_epsilon', 1e-4, 'Adam epsilon.')
 # --- data
 flags.DEFINE_string('data', None, "MNIST: a Keras-layout .npz, a directory of IDX files, "
                     "or 'keras' for Keras' cache. Default: the embedded copy.")
-flags.DEFINE_integer('validation_size', 0, 'Training images held out for validation.')
+flags.DEFINE_integer('validation_size', None, 'Training images held out for validation, from '
+                     'the end (default 0; 400 under --procedure=original).')
 flags.DEFINE_integer('limit_train', None, 'Use only the first N training images.')
 flags.DEFINE_enum('dataset', 'mnist', config_names.DATASETS, 'Data set: mnist (embedded) or '
                   'omniglot (--data=PATH/chardata.mat, the original IWAE code\'s 28x28 file).')
@@ -59,6 +60,8 @@ flags.DEFINE_integer('train_binarization_seed', 0, 'Seed of --binarization=fixed
 flags.DEFINE_string('init_from', None, 'Start from the final weights of this run directory '
                     '(left untouched; recorded in the new run), e.g. a VAE continued as an '
                     'IWAE with --schedule=continue (the paper\'s Table 2).')
+flags.DEFINE_enum('procedure', 'paper', list(config_names.PROCEDURES),
+                  'Training procedure: ' + config_names.describe(config_names.PROCEDURES) + '.')
 # --- run
 flags.DEFINE_string('run_dir', None, 'Run directory (default: runs/<architecture>).')
 flags.DEFINE_integer('seed', 0, 'Random seed.')
@@ -80,27 +83,10 @@ FLAGS = flags.FLAGS
 
 
 def make_config():
-  """Maps the flags, once, to a frozen ``TrainConfig``."""
+  """Maps the flags, once, to a frozen ``TrainConfig`` (``config.from_flags``)."""
   from iwae_tf import config as c
-  latents = cli.parse_int_list(FLAGS.latents, 'latents')
-  hidden = (c.default_hidden(latents) if FLAGS.hidden is None else
-            tuple(cli.parse_int_list(h, 'hidden') for h in FLAGS.hidden.split(';')))
   from iwae_tf import rundir
-  config = c.TrainConfig(
-      model=c.ModelConfig(latents=latents, hidden=hidden),
-      objective=c.ObjectiveConfig(name=FLAGS.objective, k=FLAGS.k, estimator=FLAGS.estimator,
-                                  groups=FLAGS.groups, beta=FLAGS.beta),
-      optim=c.OptimConfig(learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1,
-                          beta2=FLAGS.beta2, epsilon=FLAGS.adam_epsilon,
-                          batch_size=FLAGS.batch_size, schedule=FLAGS.schedule),
-      data=c.DataConfig(path=FLAGS.data, validation_size=FLAGS.validation_size,
-                        limit_train=FLAGS.limit_train, dataset=FLAGS.dataset,
-                        shuffle_seed=FLAGS.shuffle_seed, binarization=FLAGS.binarization,
-                        train_binarization_seed=FLAGS.train_binarization_seed),
-      seed=FLAGS.seed, epochs=FLAGS.epochs, init_from=FLAGS.init_from,
-      run_dir=FLAGS.run_dir or 'unset',
-      steps_per_execution=FLAGS.steps_per_execution, jit_compile=FLAGS.jit_compile,
-      strategy=FLAGS.strategy, devices=tuple(FLAGS.devices), verbose=FLAGS.verbose)
+  config = c.from_flags(**{name: FLAGS[name].value for name in c.FLAG_NAMES})
   if FLAGS.run_dir is None:
     config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config))
   return config

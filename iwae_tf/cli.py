@@ -69,15 +69,3 @@ def run_main(main, argv):
   except errors.IWAEError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
-
-
-def parse_int_list(text, name):
-  """'100,50' -> (100, 50); raises ValueError naming the flag."""
-  try:
-    values = tuple(int(v) for v in text.split(',') if v.strip())
-  except ValueError:
-    raise errors.IWAEError(f'--{name}={text!r}: expected a comma-separated list of '
-                           'integers') from None
-  if not values:
-    raise errors.IWAEError(f'--{name} is empty')
-  return values

@@ -8,6 +8,23 @@ runs ``3**i`` epochs at learning rate ``1e-3 * 10**(-i/7)``: 3280 epochs in
 all. The "poster" schedule is the same schedule cut after 70 epochs. The
 "continue" schedule is the original code's continuation of a trained model
 (the paper's Table 2): 3**7 = 2187 epochs at the last stage's rate, 1e-4.
+
+Procedures. ``paper`` follows the paper's text. ``original`` follows the
+authors' code (yburda/iwae), which departs from the text in five ways:
+
+* Adam with beta1 = 0.99 and the second moment initialised to ones, not
+  zeros (the step is otherwise Keras' Adam: ``alpha = lr sqrt(1 - beta2^t) /
+  (1 - beta1^t)``, ``t`` from 1 on and never reset between stages, applied
+  to ``m / (sqrt(v) + 1e-4)`` with ``m``, ``v`` uncorrected);
+* the objective summed over the minibatch's images, not averaged (the
+  gradients are ``batch_size`` times larger);
+* the minibatches in the data's own order, the same every epoch;
+* the last 400 training images held out (59,600 used);
+* stage ``i``'s learning rate ``base / 10 * round(10**(1 - i/7), 1)``
+  (7.2e-4, 5.2e-4, ... for ``base = 1e-3``) rather than ``base * 10**(-i/7)``.
+
+Its beta1 and held-out images are defaults of the flag mapping
+(``from_flags``), recorded in the configuration like any other value.
 """
 
 import dataclasses
@@ -20,6 +37,11 @@ from iwae_tf import errors
 PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
 # Epoch counts at which the paper's stages end: 1, 4, 13, 40, 121, 364, 1093, 3280.
 STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
+# The last stage (epochs 1094-3280) is two thirds of the run: its checkpoints are
+# also kept, and measured, every 500 epochs, so that its learning curve fills in.
+LAST_STAGE_EVERY = 500
+MILESTONES = tuple(sorted(set(STAGE_ENDS) | set(range(STAGE_ENDS[-2] + LAST_STAGE_EVERY,
+                                                       STAGE_ENDS[-1], LAST_STAGE_EVERY))))
 POSTER_EPOCHS = 70
 CONTINUE_EPOCHS = 3**7  # 2187
 # The registries of names. Each maps a name to its one-line help; the flags'
@@ -32,6 +54,12 @@ SCHEDULES = {
     'poster': 'the same cut at 70 epochs',
     'continue': '2187 epochs at a tenth of --learning_rate, after --init_from'}
 OBJECTIVES = {'iwae': 'L_k', 'vae': 'the k-sample ELBO'}
+PROCEDURES = {
+    'paper': "the paper's text",
+    'original': "the authors' code: Adam beta1 0.99 with v0 = 1, the loss summed over "
+                'the batch, a fixed batch order, 400 images held out, rounded rates'}
+# What --procedure=original changes in the defaults of other flags.
+ORIGINAL_DEFAULTS = {'beta1': 0.99, 'validation_size': 400}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,8 +248,11 @@ class TrainConfig:
   summary_subset: int = 1000  # images used for per-epoch train L_k / active units
   verbose: int = 1
   init_from: Optional[str] = None  # a run directory whose final weights start this run
+  procedure: str = 'paper'  # paper | original (module docstring)
 
   def __post_init__(self):
+    if self.procedure not in PROCEDURES:
+      raise ConfigError(f'unknown procedure {self.procedure!r}; choose from {tuple(PROCEDURES)}')
     if self.epochs is not None and self.epochs < 1:
       raise ConfigError(f'epochs must be >= 1, got {self.epochs}')
     if self.steps_per_execution < 1:
@@ -248,15 +279,27 @@ class TrainConfig:
 
   @property
   def milestones(self):
-    """Epochs whose checkpoints are kept for good: the stage ends (for
-    ``continue``, the powers of 3 up to 2187)."""
+    """Epochs whose checkpoints are kept for good (and measured by the
+    reproduction queue): the stage ends and, in the last stage, every
+    ``LAST_STAGE_EVERY`` epochs; for ``continue``, the powers of 3 up to 2187."""
     if self.optim.schedule == 'continue':
       return tuple(3**i for i in range(8))
-    return STAGE_ENDS
+    return MILESTONES
 
   def learning_rate(self, epoch):
     """The learning rate of 0-based ``epoch`` under this run's schedule."""
-    return learning_rate(epoch, self.optim.learning_rate, self.optim.schedule)
+    return learning_rate(epoch, self.optim.learning_rate, self.optim.schedule,
+                         rounded=self.procedure == 'original')
+
+  @property
+  def sum_over_batch(self):
+    """Whether the loss is summed over a minibatch's images (the original code)."""
+    return self.procedure == 'original'
+
+  @property
+  def shuffle(self):
+    """Whether each epoch visits the minibatches in a new order (the paper)."""
+    return self.procedure != 'original'
 
   def to_dict(self):
     return dataclasses.asdict(self)
@@ -264,7 +307,7 @@ class TrainConfig:
   # The fields that define the experiment: a run directory may only be
   # resumed with the same values. The others (run length, speed knobs,
   # verbosity, where the run lives) may change between invocations.
-  IDENTITY_FIELDS = ('model', 'objective', 'optim', 'data', 'seed', 'init_from')
+  IDENTITY_FIELDS = ('model', 'objective', 'optim', 'data', 'seed', 'init_from', 'procedure')
 
   def identity(self):
     d = self.to_dict()
@@ -282,14 +325,89 @@ class TrainConfig:
                optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']), **rest)
 
 
-def learning_rate(epoch, base=1e-3, schedule='paper'):
+def learning_rate(epoch, base=1e-3, schedule='paper', rounded=False):
   """The learning rate of a 0-based ``epoch``.
 
   ``paper``/``poster``: stage ``i`` covers epochs ``[sum_{j<i} 3**j,
-  sum_{j<=i} 3**j)`` and uses ``base * 10**(-i/7)``; epochs past the last
-  stage stay at the last rate. ``continue``: ``base / 10`` throughout.
+  sum_{j<=i} 3**j)`` and uses ``base * 10**(-i/7)`` (``rounded``: the
+  original code's ``base / 10 * round(10**(1 - i/7), 1)``); epochs past the
+  last stage stay at the last rate. ``continue``: ``base / 10`` throughout.
   """
   if schedule == 'continue':
     return base * 0.1
   stage = min(sum(epoch >= end for end in STAGE_ENDS), len(STAGE_ENDS) - 1)
+  if rounded:
+    return base * 0.1 * round(10.0**(1 - stage / 7.0), 1)
   return base * 10.0**(-stage / 7.0)
+
+
+def from_flags(**values):
+  """The ``TrainConfig`` of ``train.py``'s flag values, given by flag name;
+  a flag left out (or None where None means "default") takes its default:
+  the dataclasses' (the paper's), or under ``procedure='original'`` those of
+  ``ORIGINAL_DEFAULTS``. ``train.py`` and the named experiments
+  (``experiments.py``) both build their configurations here.
+
+  Raises:
+    ConfigError: a malformed list or an invalid value.
+  """
+  unknown = set(values) - set(FLAG_NAMES)
+  if unknown:
+    raise ConfigError(f'unknown flags: {", ".join(sorted(unknown))}')
+  v = {name: values.get(name) for name in FLAG_NAMES}
+  procedure = v['procedure'] or TrainConfig.procedure
+  procedure_defaults = ORIGINAL_DEFAULTS if procedure == 'original' else {}
+
+  def get(name, default):
+    if v[name] is not None:
+      return v[name]
+    return procedure_defaults.get(name, default)
+
+  latents = parse_int_list(get('latents', '50'), 'latents')
+  hidden = (default_hidden(latents) if v['hidden'] is None else
+            tuple(parse_int_list(h, 'hidden') for h in v['hidden'].split(';')))
+  o, opt, d, t = ObjectiveConfig, OptimConfig, DataConfig, TrainConfig
+  return TrainConfig(
+      model=ModelConfig(latents=latents, hidden=hidden),
+      objective=ObjectiveConfig(name=get('objective', o.name), k=get('k', o.k),
+                                estimator=get('estimator', o.estimator),
+                                groups=get('groups', o.groups), beta=get('beta', o.beta)),
+      optim=OptimConfig(learning_rate=get('learning_rate', opt.learning_rate),
+                        beta1=get('beta1', opt.beta1), beta2=get('beta2', opt.beta2),
+                        epsilon=get('adam_epsilon', opt.epsilon),
+                        batch_size=get('batch_size', opt.batch_size),
+                        schedule=get('schedule', opt.schedule)),
+      data=DataConfig(path=v['data'], validation_size=get('validation_size', d.validation_size),
+                      limit_train=v['limit_train'], dataset=get('dataset', d.dataset),
+                      shuffle_seed=v['shuffle_seed'],
+                      binarization=get('binarization', d.binarization),
+                      train_binarization_seed=get('train_binarization_seed',
+                                                  d.train_binarization_seed)),
+      seed=get('seed', t.seed), epochs=v['epochs'], init_from=v['init_from'],
+      run_dir=v['run_dir'] or 'unset',
+      steps_per_execution=get('steps_per_execution', t.steps_per_execution),
+      jit_compile=get('jit_compile', t.jit_compile), strategy=get('strategy', t.strategy),
+      devices=tuple(v['devices'] or ()), verbose=get('verbose', t.verbose),
+      procedure=procedure)
+
+
+# train.py's flags that define a run, by name (``from_flags``).
+FLAG_NAMES = ('latents', 'hidden', 'objective', 'k', 'estimator', 'groups', 'beta', 'schedule',
+              'epochs', 'batch_size', 'learning_rate', 'beta1', 'beta2', 'adam_epsilon', 'data',
+              'validation_size', 'limit_train', 'dataset', 'shuffle_seed', 'binarization',
+              'train_binarization_seed', 'init_from', 'run_dir', 'seed', 'steps_per_execution',
+              'jit_compile', 'strategy', 'devices', 'verbose', 'procedure')
+
+
+def parse_int_list(text, name):
+  """'100,50' -> (100, 50); an empty item (``'50,,'``, ``',50'``) or a
+  non-integer raises ``ConfigError`` naming the flag."""
+  items = [item.strip() for item in str(text).split(',')]
+  if not any(items):
+    raise ConfigError(f'--{name} is empty')
+  try:
+    values = tuple(int(item) for item in items)
+  except ValueError:
+    raise ConfigError(f'--{name}={text!r}: expected a comma-separated list of integers'
+                      + (' (with no empty item)' if '' in items else '')) from None
+  return values

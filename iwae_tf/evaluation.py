@@ -40,6 +40,8 @@ from iwae_tf import training
 # The poster's re-implementation (1 stochastic layer, 50 latents, 70 epochs), MNIST:
 # {(objective, latents, k): ...}, latents as in ``paper_nll``.
 POSTER = {('iwae', '50', 5): {'nll': 99.70, 'active_units': 14}}
+# The original code counted active units on the first 500 training images.
+ORIGINAL_ACTIVE_UNITS_IMAGES = 500
 
 
 class EvaluationError(errors.IWAEError):
@@ -258,6 +260,12 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   variances = metrics.posterior_mean_variances(model, x_test, seed)
   result['active_units'] = metrics.active_units(variances)
   result['posterior_mean_variances'] = [v.tolist() for v in variances]
+  # As the original code counted them: on the first 500 training images.
+  x_first = data_lib.binarize_fixed(splits.x_train[:ORIGINAL_ACTIVE_UNITS_IMAGES],
+                                    config.data.eval_seed)
+  result['active_units_first_train'] = metrics.active_units(
+      metrics.posterior_mean_variances(model, x_first, seed))
+  result['active_units_first_train_images'] = len(x_first)
   if train_subset:
     x_train = data_lib.binarize_fixed(splits.x_train[:train_subset], config.data.eval_seed)
     result['train'], _ = measure(model, x_train, ks, k_nll, seed, estimator)
@@ -361,21 +369,27 @@ def departures(cfg):
   """How a run's configuration departs from the paper's setup (Burda et al.
   2016, section 5 and appendix), as short labels; empty for the paper's."""
   optim, data, obj = cfg.get('optim', {}), cfg.get('data', {}), cfg.get('objective', {})
-  paper = {'learning_rate': 1e-3, 'beta1': 0.9, 'beta2': 0.999, 'epsilon': 1e-4,
-           'batch_size': 20}
-  out = [f'{name}={optim[name]:g}' for name, value in paper.items()
-         if name in optim and optim[name] != value]
+  procedure = cfg.get('procedure', 'paper')
+  # The original procedure's own defaults are part of it, not departures of their own.
+  own = config_lib.ORIGINAL_DEFAULTS if procedure == 'original' else {}
+  paper = {'learning_rate': 1e-3, 'beta1': own.get('beta1', 0.9), 'beta2': 0.999,
+           'epsilon': 1e-4, 'batch_size': 20}
+  out = [] if procedure == 'paper' else [f'{procedure} procedure']
+  out += [f'{name}={optim[name]:g}' for name, value in paper.items()
+          if name in optim and optim[name] != value]
   if obj.get('estimator', 'iwae') != 'iwae':
     out.append(f"estimator={obj['estimator']}")
-  if data.get('validation_size'):
+  if cfg.get('seed'):  # set against seed 0 like a departure: the seed-to-seed spread
+    out.append(f"seed={cfg['seed']}")
+  if data.get('validation_size', 0) != own.get('validation_size', 0):
     out.append(f"{data['validation_size']} held out")
   if data.get('limit_train'):
     out.append(f"{data['limit_train']} training images")
   if data.get('binarization', 'dynamic') != 'dynamic':
     out.append(f"{data['binarization']} binarisation (seed {data.get('train_binarization_seed', 0)})")
-  if cfg.get('model', {}).get('hidden') not in (None, [list(h) for h in
-                                                    config_lib.default_hidden(
-                                                        cfg['model']['latents'])]):
+  hidden = cfg.get('model', {}).get('hidden')
+  if hidden is not None and [list(h) for h in hidden] != [
+      list(h) for h in config_lib.default_hidden(cfg['model']['latents'])]:
     out.append('hidden=' + ';'.join(','.join(map(str, h)) for h in cfg['model']['hidden']))
   return out
 

@@ -56,7 +56,8 @@ def run_name(config):
   """The conventional name of a run: ``iwae_k5_50_poster``,
   ``iwae_dreg_k50_100-50_paper``, ``omniglot_vae_k1_50_paper``,
   ``iwae_k50_50_continue_from_vae_k1_50_poster``, ``..._fixed`` (fixed
-  binarisation)."""
+  binarisation), ``..._original`` (the original code's procedure),
+  ``..._seed1`` (a seed other than 0)."""
   obj, data = config.objective, config.data
   est = '' if obj.estimator == 'iwae' else f'_{obj.estimator}'
   latents = '-'.join(map(str, config.model.latents))
@@ -65,6 +66,10 @@ def run_name(config):
     name = f'{data.dataset}_{name}'
   if data.binarization != 'dynamic':
     name += f'_{data.binarization}'
+  if config.procedure != 'paper':
+    name += f'_{config.procedure}'
+  if config.seed:
+    name += f'_seed{config.seed}'
   if config.init_from:
     name += '_from_' + os.path.basename(os.path.normpath(config.init_from))
   return name

@@ -45,10 +45,15 @@ class Trainer(keras.Model):
     jit_replica_step: under a distribution strategy, compile each replica's
       gradient computation with XLA (the step as a whole cannot be: it
       all-reduces across devices).
+    sum_over_batch: optimise the objective summed over the (global) batch's
+      images, as the original code did, instead of their mean; the reported
+      loss stays the mean.
   """
 
-  def __init__(self, model, objective, seed=0, jit_replica_step=True, **kwargs):
+  def __init__(self, model, objective, seed=0, jit_replica_step=True, sum_over_batch=False,
+               **kwargs):
     super().__init__(**kwargs)
+    self.sum_over_batch = sum_over_batch
     self.model = model
     self.objective = objective
     self.train_seed = int(seed)
@@ -154,13 +159,13 @@ class Trainer(keras.Model):
     """
     x = self.binarize(data, seeds[0])
     noise = self.model.draw_noise(self.objective.samples, tf.shape(x)[0], seeds[1])
-    scale = 1.0
+    scale = tf.cast(tf.shape(x)[0], tf.float32) if self.sum_over_batch else 1.0
     if shard is not None and shard.count > 1:
       # The one place where replicas differ: each takes its rows of the global
       # batch's images and noise (the batch axis is 0 for images, 1 for noise).
       x = distribute.take_rows(x, shard, 0)
       noise = [distribute.take_rows(eps, shard, 1) for eps in noise]
-      scale = 1.0 / shard.count
+      scale = scale / shard.count
     out, grads, variables = self.objective.gradients(self.model, x, noise, scale)
     return out.value, tf.reduce_mean(out.bound), grads, variables
 

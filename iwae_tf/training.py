@@ -75,24 +75,43 @@ def build_model(config, x_train=None):
 def build_trainer(config, model):
   """The ``Trainer`` of ``model`` for the configured objective and seed."""
   return trainer_lib.Trainer(model, objectives.make(config.objective), seed=config.seed,
-                             jit_replica_step=config.jit_compile)
+                             jit_replica_step=config.jit_compile,
+                             sum_over_batch=config.sum_over_batch)
+
+
+class OriginalAdam(keras.optimizers.Adam):
+  """Keras' Adam with the second moment starting at ones instead of zeros, as
+  in the original code (``config.py``'s procedures); the update is Keras'.
+
+  The velocities are Keras' private ``_velocities`` (tests/test_private_interfaces.py).
+  """
+
+  def build(self, var_list):
+    if self.built:
+      return
+    super().build(var_list)
+    for v in self._velocities:
+      v.assign(tf.ones_like(v))
 
 
 def build_optimizer(config, trainer):
-  """Adam with the configured settings, built and attached to ``trainer``."""
+  """Adam with the configured settings (``OriginalAdam`` under the original
+  procedure), built and attached to ``trainer``."""
   opt = config.optim
-  optimizer = keras.optimizers.Adam(opt.learning_rate, beta_1=opt.beta1,
-                                    beta_2=opt.beta2, epsilon=opt.epsilon)
+  adam = OriginalAdam if config.procedure == 'original' else keras.optimizers.Adam
+  optimizer = adam(opt.learning_rate, beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.epsilon)
   optimizer.build(trainer.trainable_variables)
   trainer.optimizer = optimizer
   return optimizer
 
 
-def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
+def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1,
+                  shuffle=True):
   """Batches of indices into ``n`` training images, epochs ``[first, last)``.
 
   Each epoch is a permutation that is a stateless function of ``(seed,
-  epoch)``, so a resumed run sees the same order. The last partial batch of
+  epoch)``, so a resumed run sees the same order (``shuffle=False``: the
+  images' own order, every epoch, as the original code). The last partial batch of
   an epoch is dropped. ``steps_per_call`` consecutive batches are stacked so
   that the trainer's compiled ``train_step`` runs them in one call; an
   epoch's last stack holds the steps left over, so calls never straddle two
@@ -105,8 +124,9 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
   steps = n // batch_size
 
   def one_epoch(epoch):
-    perm = tf.random.experimental.stateless_shuffle(
-        tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    perm = (tf.random.experimental.stateless_shuffle(
+        tf.range(n), seed=tf.stack([tf.constant(seed, tf.int64), epoch])) if shuffle
+            else tf.range(n))
     batches = tf.data.Dataset.from_tensor_slices(
         tf.reshape(perm[:steps * batch_size], [steps, batch_size]))
     return batches if steps_per_call is None else batches.batch(steps_per_call)
@@ -121,11 +141,13 @@ def epoch_indices(n, batch_size, seed, first_epoch, last_epoch, steps_per_call=1
           .with_options(options))
 
 
-def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1):
+def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_call=1,
+                  shuffle=True):
   """The images of ``epoch_indices``: ``[<= steps_per_call, batch_size, D]`` (or
   ``[batch_size, D]``) uint8."""
   images = tf.constant(x_train)
-  return (epoch_indices(len(x_train), batch_size, seed, first_epoch, last_epoch, steps_per_call)
+  return (epoch_indices(len(x_train), batch_size, seed, first_epoch, last_epoch, steps_per_call,
+                        shuffle)
           .map(lambda idx: tf.gather(images, idx), num_parallel_calls=tf.data.AUTOTUNE))
 
 
@@ -317,14 +339,15 @@ def fit_epochs(trainer, x_train, config, first_epoch, last_epoch, callbacks=(), 
     # The images stay on the device; each call receives its batches' indices.
     trainer.set_train_images(x_train)
     per_call = min(config.steps_per_execution, steps)
-    dataset = epoch_indices(len(x_train), batch, seed, first_epoch, last_epoch, per_call)
+    dataset = epoch_indices(len(x_train), batch, seed, first_epoch, last_epoch, per_call,
+                            config.shuffle)
     steps_per_epoch = -(-steps // per_call)  # calls
   else:
     # int32, not uint8: Keras all-reduces a first batch to build the model
     # symbolically, and collective ops have no uint8 kernel.
     dataset = distribute.replicated_batches(
         strategy, lambda: epoch_batches(x_train, batch, seed, first_epoch, last_epoch,
-                                        None).map(lambda x: tf.cast(x, tf.int32)))
+                                        None, config.shuffle).map(lambda x: tf.cast(x, tf.int32)))
     steps_per_epoch = steps
   callbacks = list(callbacks)
   if config.verbose:

@@ -3,6 +3,7 @@ one function (named below); these tests fail loudly, naming the internal, when
 an upgrade removes or changes one."""
 
 import keras
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -48,3 +49,21 @@ def test_keras_model_records_its_distribution_strategy():
   with tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']).scope():
     mirrored = keras.Sequential([keras.layers.Dense(1)])
   assert mirrored._distribute_strategy is not None
+
+
+def test_keras_adam_keeps_its_second_moments_in_velocities():
+  """training.OriginalAdam: keras.optimizers.Adam._velocities, one per variable,
+  built from zeros, read by update_step."""
+  from iwae_tf import training  # pylint: disable=import-outside-toplevel
+  var = tf.Variable([1.0, 2.0])
+  adam = keras.optimizers.Adam()
+  adam.build([var])
+  assert len(getattr(adam, '_velocities', [])) == 1, (
+      'keras.optimizers.Adam._velocities changed: update training.OriginalAdam')
+  assert adam._velocities[0].shape == var.shape and not adam._velocities[0].numpy().any()
+  original = training.OriginalAdam()
+  original.build([var])
+  assert original._velocities[0].numpy().tolist() == [1.0, 1.0]
+  original.apply([tf.constant([0.0, 0.0])], [var])  # a zero gradient: v = beta2 * 1
+  assert original._velocities[0].numpy() == pytest.approx([0.999, 0.999]), (
+      'Adam.update_step no longer reads _velocities: update training.OriginalAdam')
