@@ -15,6 +15,9 @@ this module. Layout of a run directory::
     RUN/checkpoints/damaged/     checkpoints found unreadable on resuming, moved
                                  aside for inspection
     RUN/tensorboard/             train/ and validation/ event files
+    RUN/lock                     held (flock) by the train.py that trains the
+                                 run, holding its process id; the operating
+                                 system releases it when that process ends
 
 Names: ``run_name(config)`` is ``<objective>[_<estimator>]_k<k>_<latents>_<schedule>``
 (e.g. ``iwae_k5_50_poster``); ``train.py`` puts a run in ``runs/<name>``.
@@ -33,7 +36,9 @@ checkpoints to temporary names and updates the state file atomically, so a
 kill during a save leaves the previous checkpoint loadable.
 """
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import platform
@@ -113,6 +118,56 @@ def write_json_atomic(path, obj):
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write('\n')
   os.replace(tmp, path)
+
+
+def lock_path(run_dir):
+  return os.path.join(run_dir, 'lock')
+
+
+@contextlib.contextmanager
+def locked(run_dir):
+  """Holds the run directory's lock (``RUN/lock``) while the block runs.
+
+  A ``flock`` on an open file: the operating system drops it when the
+  holder dies, however it dies, so a killed run never blocks its own resume.
+  The directory is made if it does not exist.
+
+  Raises:
+    RunDirError: another process holds the lock (its process id is named).
+  """
+  os.makedirs(run_dir, exist_ok=True)
+  with open(lock_path(run_dir), 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      f.seek(0)
+      holder = f.read().strip() or 'unknown'
+      raise RunDirError(f'{run_dir}: in use by another process (process id {holder}); '
+                        'wait for it to end, or stop it, then rerun') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'{os.getpid()}\n')
+    f.flush()
+    try:
+      yield
+    finally:
+      f.truncate(0)
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(run_dir):
+  """The process id holding ``run_dir``'s lock (as written there), or None."""
+  try:
+    f = open(lock_path(run_dir))
+  except OSError:
+    return None
+  with f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return f.read().strip() or 'unknown'
+    fcntl.flock(f, fcntl.LOCK_UN)
+    return None
 
 
 def read_config(run_dir):

@@ -375,6 +375,13 @@ def train(config):
   if len(splits.x_train) < config.optim.batch_size:
     raise data_lib.DataError(f'{splits.source}: {len(splits.x_train)} training images '
                              f'is fewer than one batch of {config.optim.batch_size}')
+  if not chief:
+    return _train(config, strategy, chief, splits)
+  with rundir.locked(config.run_dir):
+    return _train(config, strategy, chief, splits)
+
+
+def _train(config, strategy, chief, splits):
   if chief:
     rundir.prepare_run_dir(config, splits)
   keras.utils.set_random_seed(config.seed)

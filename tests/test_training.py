@@ -48,7 +48,7 @@ def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k, estimato
   assert any(not np.allclose(a, b) for a, b in zip(weights(model), weights(before)))
   assert all(np.all(np.isfinite(w)) for w in weights(model))
   assert sorted(os.listdir(tmp_path / 'run')) == [
-      'checkpoints', 'config.json', 'environment.json', 'tensorboard']
+      'checkpoints', 'config.json', 'environment.json', 'lock', 'tensorboard']
 
 
 def test_tensorboard_logs(tmp_path):
@@ -212,3 +212,29 @@ def test_progress_counts_optimisation_steps(tmp_path, capsys):
   training.train(cfg)
   out = capsys.readouterr().out
   assert 'epoch 1/1: 5 steps in' in out and 'ms/step' in out
+
+
+def test_a_run_directory_is_locked_while_it_trains(tmp_path):
+  """A second process on a locked run directory stops at once, naming the
+  holder; the lock dies with its holder, however it dies."""
+  run = str(tmp_path / 'run')
+  second = [sys.executable, '-c', 'import sys; from iwae_tf import rundir\n'
+            'try:\n  with rundir.locked(sys.argv[1]): print("got it")\n'
+            'except rundir.RunDirError as e: sys.exit(f"error: {e}")', run]
+  with rundir.locked(run):
+    assert rundir.lock_holder(run) == str(os.getpid())
+    p = subprocess.run(second, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and f'in use by another process (process id {os.getpid()})' in p.stderr
+    with pytest.raises(rundir.RunDirError, match='in use'):
+      training.train(tiny_config(run))
+  assert rundir.lock_holder(run) is None
+  holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from iwae_tf import rundir\n'
+                             'with rundir.locked(sys.argv[1]):\n  print("held", flush=True)\n'
+                             '  time.sleep(600)', run], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  assert holder.stdout.readline().strip() == 'held'
+  assert rundir.lock_holder(run) == str(holder.pid)
+  holder.kill()
+  holder.wait()
+  assert rundir.lock_holder(run) is None
+  p = subprocess.run(second, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0 and 'got it' in p.stdout, p.stderr

@@ -1,0 +1,346 @@
+"""The reproduction queue: runs named experiments to the end, measuring as it goes.
+
+Each experiment (``experiments.py``) is a job: a sequence of steps, each one
+``train.py`` or ``evaluate.py`` command, decided afresh from the files before
+it starts, so that the queue can be killed at any moment and rerun:
+
+1. for each milestone epoch E (``Experiment.milestones``) not yet measured:
+   train to E (``train.py --epochs=E``, which resumes where the run stopped),
+   measure checkpoint E (``evaluate.py --checkpoint=E``, K = 5000 on the full
+   test set), and rewrite the tables in the README;
+2. export the final weights (``evaluate.py --export``), where asked.
+
+What is done is read from ``results/`` and ``pretrained/``, so a finished
+run needs no run directory. ``train.py`` holds its run directory's lock while
+it trains (``rundir.locked``); a job whose run another process holds is left
+alone (and said so), and only one queue runs on a runs root at a time.
+
+At most ``jobs`` jobs run at once, each on its own core when there are no
+more jobs than cores (pinned runs share a small machine's memory bandwidth
+better: ``bench/bench_parallel_runs.py``). Every step's output goes to
+``RUNS/<name>.log``.
+"""
+
+import dataclasses
+import fcntl
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from iwae_tf import errors
+from iwae_tf import experiments
+from iwae_tf import rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class QueueError(errors.IWAEError):
+  """The queue cannot run as asked."""
+
+
+class Stopped(errors.IWAEError):
+  """The queue was stopped by a signal; ``status`` is the exit status."""
+
+  def __init__(self, message, status):
+    super().__init__(message)
+    self.status = status
+
+
+# ----------------------------------------------------------------- the files
+def checkpoint_epochs(run_dir):
+  """The epochs of a run's readable-looking checkpoints, rolling and milestones."""
+  found = set()
+  for directory in (rundir.checkpoint_dir(run_dir), rundir.milestone_dir(run_dir)):
+    for index in glob.glob(os.path.join(directory, 'ckpt-*.index')):
+      tail = index[:-len('.index')].rsplit('-', 1)[1]
+      if tail.isdigit():
+        found.add(int(tail))
+  return found
+
+
+def latest_epoch(run_dir):
+  return max(checkpoint_epochs(run_dir), default=0)
+
+
+def measured(exp, roots):
+  """The milestone epochs of ``exp`` that have a result file."""
+  return [e for e in exp.milestones if os.path.exists(exp.result_path(e, roots))]
+
+
+def exported(exp, roots):
+  return os.path.exists(os.path.join(roots.pretrained, exp.name, 'config.json'))
+
+
+def progress(exp, roots):
+  """How far the run has gone: its newest checkpoint, or its newest result
+  (a finished run needs no run directory)."""
+  return max([latest_epoch(exp.run_dir(roots))] + measured(exp, roots))
+
+
+def state(exp, roots):
+  """``done`` (its last epoch measured and, where asked, exported), ``in
+  progress`` (a run directory with checkpoints, or some results) or ``to do``."""
+  if (os.path.exists(exp.result_path(exp.epochs, roots))
+      and (not exp.export or exported(exp, roots))):
+    return 'done'
+  if checkpoint_epochs(exp.run_dir(roots)) or measured(exp, roots):
+    return 'in progress'
+  return 'to do'
+
+
+def seconds_per_epoch(run_dir):
+  """From the rolling checkpoints' times (the last 3 epochs), or None."""
+  stamps = []
+  for index in glob.glob(os.path.join(rundir.checkpoint_dir(run_dir), 'ckpt-*.index')):
+    tail = index[:-len('.index')].rsplit('-', 1)[1]
+    if tail.isdigit():
+      stamps.append((int(tail), os.path.getmtime(index)))
+  stamps.sort()
+  if len(stamps) < 2 or stamps[-1][0] == stamps[0][0]:
+    return None
+  return (stamps[-1][1] - stamps[0][1]) / (stamps[-1][0] - stamps[0][0])
+
+
+def newest_result(exp, roots):
+  """``(epoch, test NLL)`` of the newest milestone measured, or None."""
+  for epoch in reversed(measured(exp, roots)):
+    try:
+      with open(exp.result_path(epoch, roots)) as f:
+        return epoch, json.load(f)['test']['nll']['mean']
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+  return None
+
+
+# ------------------------------------------------------------------ the steps
+@dataclasses.dataclass
+class Step:
+  """One command of a job; ``what`` says it in a few words."""
+  what: str
+  argv: list
+
+
+def steps(exp, roots, warn):
+  """The steps left of ``exp``, each decided when the previous one is done."""
+  run_dir = exp.run_dir(roots)
+  for epoch in exp.milestones:
+    if os.path.exists(exp.result_path(epoch, roots)):
+      continue
+    if progress(exp, roots) < epoch:
+      if exp.source is not None and not experiments_done(exp.source, roots):
+        warn(f'{exp.name}: waits for {exp.source.name} to finish (its weights start this run)')
+        return
+      yield Step(f'train to epoch {epoch}', exp.train_command(roots, epochs=epoch))
+    if epoch not in checkpoint_epochs(run_dir):
+      warn(f'{exp.name}: no checkpoint of epoch {epoch} is left to measure (the run went past '
+           'it before it was a milestone); that point of its learning curve is missing')
+      continue
+    yield Step(f'measure epoch {epoch}', exp.evaluate_command(epoch, roots))
+    yield Step('tables', None)  # rewritten in the queue's own process
+  if exp.export and not exported(exp, roots):
+    yield Step('export', exp.export_command(roots))
+
+
+def experiments_done(exp, roots):
+  return state(exp, roots) == 'done'
+
+
+def _lines(exp, roots):
+  """The commands a scheduler runs for ``exp``, joined with ``&&``."""
+  cmds = [exp.train_command(roots)] if progress(exp, roots) < exp.epochs else []
+  reached = progress(exp, roots)
+  cmds += [exp.evaluate_command(e, roots) for e in exp.milestones
+           if not os.path.exists(exp.result_path(e, roots))
+           and (e > reached or e in checkpoint_epochs(exp.run_dir(roots)))]
+  if exp.export and not exported(exp, roots):
+    cmds.append(exp.export_command(roots))
+  return ' && '.join(' '.join(c) for c in cmds)
+
+
+# ---------------------------------------------------------------- the reports
+def dry_run(exps, roots):
+  """One line per job: its state, name and what is left to run."""
+  out = []
+  for exp in exps:
+    s = state(exp, roots)
+    out.append(f'{s:<11}  {exp.name}' + ('' if s == 'done' else f'  {_lines(exp, roots)}'))
+  return '\n'.join(out)
+
+
+def _duration(seconds):
+  if seconds is None:
+    return '–'
+  hours = seconds / 3600
+  return f'{hours:.1f} h' if hours >= 1 else f'{seconds / 60:.0f} min'
+
+
+def status(exps, roots):
+  """A table: each job's epoch, seconds per epoch, time left and newest NLL."""
+  lines = ['| run | state | epoch | s/epoch | training left | newest NLL | held by |',
+           '|---|---|---|---|---|---|---|']
+  for exp in exps:
+    run_dir = exp.run_dir(roots)
+    latest, total = latest_epoch(run_dir), exp.epochs
+    if state(exp, roots) == 'done':
+      latest = total
+    spe = seconds_per_epoch(run_dir)
+    left = None if spe is None else spe * (total - latest)
+    newest = newest_result(exp, roots)
+    nll = '–' if newest is None else f'{newest[1]:.2f} (epoch {newest[0]})'
+    holder = rundir.lock_holder(run_dir) or '–'
+    lines.append(f'| {exp.name} | {state(exp, roots)} | {latest}/{total} '
+                 f'| {"–" if spe is None else f"{spe:.1f}"} | {_duration(left)} | {nll} '
+                 f'| {holder} |')
+  return '\n'.join(lines)
+
+
+# ------------------------------------------------------------------ the queue
+def _queue_lock(roots):
+  """Holds ``RUNS/.queue.lock`` for the life of the process: one queue at a time."""
+  os.makedirs(roots.runs, exist_ok=True)
+  f = open(os.path.join(roots.runs, '.queue.lock'), 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip() or 'unknown'
+    f.close()
+    raise QueueError(f'{roots.runs}: another reproduce.py (process id {holder}) is running '
+                     'this queue; it resumes every run itself') from None
+  f.seek(0)
+  f.truncate()
+  f.write(f'{os.getpid()}\n')
+  f.flush()
+  return f
+
+
+class Queue:
+  """Runs jobs' steps, at most ``jobs`` at a time (see module docstring).
+
+  Args:
+    exps: the experiments, in the order they are started.
+    roots: ``experiments.Roots``.
+    jobs: how many run at once.
+    readme: the file whose tables are rewritten after each measurement
+      (None: none).
+    say: where the queue's own lines go.
+    cores: the cores to pin jobs to (default: this process's).
+  """
+
+  def __init__(self, exps, roots, jobs=1, readme=None, say=print, cores=None):
+    if jobs < 1:
+      raise QueueError(f'--jobs must be >= 1, got {jobs}')
+    self.exps, self.roots, self.jobs, self.readme, self.say = list(exps), roots, jobs, readme, say
+    cores = sorted(os.sched_getaffinity(0)) if cores is None else list(cores)
+    self.cores = cores if jobs <= len(cores) else None
+    self.failed = []
+
+  def run(self):
+    """Runs every job to its end. Returns the names of the jobs that failed."""
+    lock = _queue_lock(self.roots)
+    pending = list(self.exps)
+    slots = [None] * self.jobs  # (exp, steps iterator, Popen, step, log file) per slot
+    stop = {}
+
+    def on_signal(signum, frame):
+      stop['signal'] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      while True:
+        if stop:
+          self._stop(slots, stop['signal'])
+        for i, slot in enumerate(slots):
+          if slot is None:
+            slots[i] = self._next_job(pending, i)
+          else:
+            slots[i] = self._advance(slot, i)
+        if all(s is None for s in slots) and not pending:
+          break
+        time.sleep(0.2)
+    finally:
+      for s, handler in old.items():
+        signal.signal(s, handler)
+      lock.close()
+    return self.failed
+
+  def _next_job(self, pending, slot):
+    while pending:
+      exp = pending.pop(0)
+      holder = rundir.lock_holder(exp.run_dir(self.roots))
+      if holder:
+        self.say(f'{exp.name}: trained by another process ({holder}); left to it')
+        continue
+      job = [exp, iter(steps(exp, self.roots, self.say)), None, None, None]
+      advanced = self._advance(job, slot)
+      if advanced is not None:
+        return advanced
+    return None
+
+  def _advance(self, job, slot):
+    """Polls a job's running step; starts its next one. None when the job ended."""
+    exp, todo, proc, step, log = job
+    if proc is not None:
+      code = proc.poll()
+      if code is None:
+        return job
+      log.close()
+      if code != 0:
+        self.say(f'{exp.name}: {step.what} failed (exit {code}); see {self._log(exp)}')
+        self.failed.append(exp.name)
+        return None
+      self.say(f'{exp.name}: {step.what} done')
+    while True:
+      step = next(todo, None)
+      if step is None:
+        if state(exp, self.roots) == 'done':
+          self.say(f'{exp.name}: done')
+        return None
+      if step.argv is not None:
+        break
+      self._tables()
+    log = open(self._log(exp), 'a')
+    log.write(f'\n# {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step.argv)}\n')
+    log.flush()
+    core = None if self.cores is None else self.cores[slot % len(self.cores)]
+    self.say(f'{exp.name}: {step.what}' + ('' if core is None else f' (core {core})'))
+    proc = subprocess.Popen(
+        [sys.executable, *step.argv[1:]], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=None if core is None else (lambda: os.sched_setaffinity(0, {core})))
+    return [exp, todo, proc, step, log]
+
+  def _log(self, exp):
+    return os.path.join(self.roots.runs, f'{exp.name}.log')
+
+  def _tables(self):
+    if not self.readme:
+      return
+    from iwae_tf import evaluation  # pylint: disable=import-outside-toplevel
+    results = list(evaluation.read_results(self.roots.results))
+    evaluation.write_table(evaluation.table(evaluation.newest(results)), self.readme)
+    curve = evaluation.learning_curve_table(results)
+    if curve:
+      evaluation.write_table(curve, self.readme, evaluation.CURVE_BEGIN, evaluation.CURVE_END)
+
+  def _stop(self, slots, signum):
+    """Ends the running steps (each resumes from its last checkpoint) and stops."""
+    running = [s for s in slots if s is not None and s[2] is not None]
+    for exp, _, proc, _, _ in running:
+      if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for exp, _, proc, _, log in running:
+      try:
+        proc.wait(timeout=60)
+      except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+      log.close()
+    name = signal.Signals(signum).name
+    stopped = ', '.join(s[0].name for s in running) or 'nothing'
+    raise Stopped(f'{name}: stopped {stopped}; every run keeps its last checkpoint and '
+                  'results; rerun the same command to resume', 128 + signum)

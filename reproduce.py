@@ -1,0 +1,78 @@
+"""Reproduces the paper's experiments: the named runs, trained, measured and exported.
+
+Examples:
+  python reproduce.py --list
+  python reproduce.py table1 --dry_run          # a line per job, for a scheduler
+  python reproduce.py table1 --jobs=2           # run what is missing, 2 at a time
+  python reproduce.py table1 original seeds --status
+  python reproduce.py table1-omniglot --data=PATH/chardata.mat --jobs=2
+
+Safe to kill and rerun at any moment: each run resumes from its last
+checkpoint, and each milestone is measured once (iwae_tf/reproduction.py).
+"""
+
+from iwae_tf import cli
+
+cli.quiet_tensorflow()
+
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.DEFINE_bool('list', False, 'Name the experiment sets and their runs.')
+flags.DEFINE_bool('dry_run', False, 'Print one line per job (done / in progress / to do, and '
+                  'the commands left to run) instead of running anything.')
+flags.DEFINE_bool('status', False, "Print each run's epoch, seconds per epoch, training time "
+                  'left and newest test NLL.')
+flags.DEFINE_integer('jobs', 1, 'Jobs run at once, each pinned to its own core when there are '
+                     'no more jobs than cores.')
+flags.DEFINE_string('data', None, 'The data file of the sets that need one (OMNIGLOT).')
+flags.DEFINE_string('runs_root', 'runs', 'Where the run directories and their logs live.')
+flags.DEFINE_string('results_root', 'results', 'Where the results are written.')
+flags.DEFINE_string('pretrained_root', 'pretrained', 'Where the final weights are exported.')
+flags.DEFINE_string('readme', 'README.md', 'Whose tables are rewritten after each '
+                    "measurement ('' for none).")
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  cli.start_tensorflow()
+  from iwae_tf import experiments
+  if FLAGS.list:
+    for name, exps in experiments.SETS.items():
+      print(f'{name}: {experiments.SET_HELP[name]}')
+      for exp in exps:
+        print(f'  {exp.name}')
+    return
+  names = argv[1:]
+  if not names:
+    raise app.UsageError('name one or more experiment sets (python reproduce.py --list)')
+  exps = experiments.select(names, FLAGS.data)
+  roots = experiments.Roots(FLAGS.runs_root, FLAGS.results_root, FLAGS.pretrained_root)
+  from iwae_tf import reproduction
+  if FLAGS.dry_run:
+    print(reproduction.dry_run(exps, roots))
+    return
+  if FLAGS.status:
+    print(reproduction.status(exps, roots))
+    return
+  say = lambda line: print(time.strftime('%Y-%m-%d %H:%M:%S ') + line, flush=True)  # noqa: E731
+  try:
+    failed = reproduction.Queue(exps, roots, FLAGS.jobs, FLAGS.readme or None, say).run()
+  except reproduction.Stopped as e:
+    print(f'stopped: {e}', file=sys.stderr)
+    sys.exit(e.status)
+  if failed:
+    print(f'error: {len(failed)} job(s) failed: {", ".join(failed)} (their logs are in '
+          f'{FLAGS.runs_root}/)', file=sys.stderr)
+    sys.exit(1)
+  print('every job is done')
+
+
+if __name__ == '__main__':
+  def _main(argv):
+    return cli.run_main(main, argv)
+  app.run(_main)

@@ -1,0 +1,155 @@
+"""The named experiments and the reproduction queue (reproduce.py), on tiny runs."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iwae_tf import config
+from iwae_tf import experiments
+from iwae_tf import reproduction
+from iwae_tf import rundir
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_table1_is_ten_distinct_runs_of_the_paper():
+  exps = experiments.SETS['table1']
+  names = [e.name for e in exps]
+  assert len(set(names)) == 10
+  assert {'vae_k1_50_paper', 'iwae_k50_50_paper', 'iwae_k50_100-50_paper'} <= set(names)
+  assert 'iwae_k1_50_paper' not in names  # k = 1: IWAE is the VAE
+  for e in exps:
+    cfg = e.config()
+    assert cfg.total_epochs == 3280 and e.milestones[-1] == 3280 and 1593 in e.milestones
+    assert cfg.procedure == 'paper' and not cfg.seed and e.k_nll == 5000 and e.limit_test is None
+
+
+def test_commands_rebuild_the_same_configuration():
+  """What train.py makes of an experiment's command line is its config."""
+  for e in experiments.QUEUE:
+    args = dict(a[2:].split('=', 1) for a in e.train_command()[2:])
+    typed = {}
+    for name, text in args.items():
+      default = dict(e.flags).get(name, text)
+      typed[name] = type(default)(text) if not isinstance(default, str) else text
+    assert config.from_flags(**typed) == e.config(), e.name
+
+
+def test_the_queue_starts_with_the_longest_and_most_wanted():
+  names = [e.name for e in experiments.select(['seeds', 'table1', 'original'])]
+  assert names[:6] == ['iwae_k50_50_paper', 'vae_k5_50_paper', 'vae_k1_100-50_paper',
+                       'vae_k1_50_paper_original', 'vae_k1_50_paper_seed1', 'iwae_k5_100-50_paper']
+  assert len(names) == len(set(names)) == 14
+  table2 = experiments.SETS['table2']
+  assert {e.source.name for e in table2} == {'vae_k1_50_paper', 'iwae_k50_50_paper'}
+  assert {e.name for e in table2} >= {'iwae_k50_50_continue_from_vae_k1_50_paper',
+                                     'vae_k1_50_continue_from_iwae_k50_50_paper'}
+  with pytest.raises(config.ConfigError, match='unknown experiment set'):
+    experiments.select(['table3'])
+  with pytest.raises(config.ConfigError, match='--data'):
+    experiments.select(['table1-omniglot'])
+  omniglot = experiments.select(['table1-omniglot'], data='/x/chardata.mat')
+  assert all(e.config().data.path == '/x/chardata.mat' for e in omniglot)
+
+
+def tiny(objective, epochs=2, export=True):
+  return experiments.Experiment(
+      (('latents', '3'), ('hidden', '8'), ('objective', objective), ('k', 2),
+       ('schedule', 'poster'), ('epochs', epochs), ('limit_train', 60),
+       ('steps_per_execution', 3)), k_nll=4, limit_test=20, export=export)
+
+
+@pytest.fixture
+def roots(tmp_path):
+  return experiments.Roots(str(tmp_path / 'runs'), str(tmp_path / 'results'),
+                           str(tmp_path / 'pretrained'))
+
+
+def test_a_queue_runs_measures_and_exports_each_milestone_once(roots):
+  """Two jobs at once, each pinned; a job whose step fails ends alone; a
+  second queue finds everything done and measures nothing again."""
+  bad = tiny('iwae', 1)
+  bad = dataclasses.replace(bad, flags=bad.flags + (('k', 3), ('data', '/no/such.npz')))
+  exps = [bad, tiny('vae'), tiny('iwae', 1, export=False)]
+  assert [e.milestones for e in exps] == [(1,), (1, 2), (1,)]
+  assert reproduction.dry_run(exps[1:], roots).splitlines()[0].startswith(
+      'to do        vae_k2_3_poster')
+  lines = []
+  failed = reproduction.Queue(exps, roots, jobs=2, say=lines.append, cores=[0, 1]).run()
+  assert failed == ['iwae_k3_3_poster']
+  assert 'iwae_k3_3_poster: train to epoch 1 failed (exit 1); see' in ' '.join(lines)
+  assert 'no such file' in open(os.path.join(roots.runs, 'iwae_k3_3_poster.log')).read()
+  assert not os.path.exists(exps[0].run_dir(roots))
+  assert 'vae_k2_3_poster: train to epoch 2 (core 1)' in lines
+  assert 'iwae_k2_3_poster: train to epoch 1 (core 0)' in lines
+  stamps = {}
+  for e in exps[1:]:
+    for epoch in e.milestones:
+      path = e.result_path(epoch, roots)
+      assert json.load(open(path))['epoch'] == epoch
+      stamps[path] = os.path.getmtime(path)
+    assert reproduction.state(e, roots) == 'done'
+  assert rundir.read_config(os.path.join(roots.pretrained, 'vae_k2_3_poster')).model.latents == (3,)
+  assert not os.path.exists(os.path.join(roots.pretrained, 'iwae_k2_3_poster'))
+  assert all(l.startswith('done') for l in reproduction.dry_run(exps[1:], roots).splitlines())
+  assert '| vae_k2_3_poster | done | 2/2 |' in reproduction.status(exps[1:], roots)
+  again = []
+  assert reproduction.Queue(exps[1:], roots, jobs=2, say=again.append).run() == []
+  assert not [l for l in again if 'train' in l or 'measure' in l], again
+  assert {p: os.path.getmtime(p) for p in stamps} == stamps
+
+
+def test_a_run_held_by_another_process_is_left_alone(roots):
+  exp = tiny('vae')
+  lines = []
+  with rundir.locked(exp.run_dir(roots)):
+    assert reproduction.Queue([exp], roots, say=lines.append).run() == []
+  assert lines == [f'vae_k2_3_poster: trained by another process ({os.getpid()}); left to it']
+  assert reproduction.state(exp, roots) == 'to do'
+
+
+def _queue(roots, *extra):
+  return subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--readme=',
+       f'--runs_root={roots.runs}', f'--results_root={roots.results}',
+       f'--pretrained_root={roots.pretrained}', *extra],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+
+
+def test_a_killed_queue_resumes_and_measures_each_milestone_once(roots):
+  """SIGTERM mid-run: one line, exit 143, the runs keep their checkpoints; a
+  second queue meanwhile is refused; the rerun finishes every job without
+  measuring again what was measured."""
+  smoke = experiments.SETS['smoke']
+  first = smoke[0].result_path(1, roots)
+  p = _queue(roots)
+  deadline = time.time() + 300
+  while time.time() < deadline and p.poll() is None and not os.path.exists(first):
+    time.sleep(0.1)
+  assert p.poll() is None, p.communicate()
+  other = _queue(roots)
+  out, err = other.communicate(timeout=120)
+  assert other.returncode == 1 and 'another reproduce.py' in err, err
+  stamp = os.path.getmtime(first)
+  p.send_signal(signal.SIGTERM)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == 143, err
+  assert [l for l in err.splitlines() if l.startswith('stopped:')] == [err.strip()]
+  assert 'rerun the same command to resume' in err
+  p = _queue(roots)
+  out, err = p.communicate(timeout=600)
+  assert p.returncode == 0, err
+  assert 'every job is done' in out
+  assert os.path.getmtime(first) == stamp
+  measured = [l for l in out.splitlines() if 'vae_k2_3_poster: measure epoch 1' in l]
+  assert not measured, out
+  for e in smoke:
+    assert reproduction.state(e, roots) == 'done'
+    assert all(os.path.exists(e.result_path(m, roots)) for m in e.milestones)
