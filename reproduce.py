@@ -31,7 +31,8 @@ flags.DEFINE_integer('jobs', 1, 'Jobs run at once, each pinned to its own core w
 flags.DEFINE_string('data', None, 'The data file of the sets that need one (OMNIGLOT).')
 flags.DEFINE_string('runs_root', 'runs', 'Where the run directories and their logs live.')
 flags.DEFINE_string('results_root', 'results', 'Where the results are written.')
-flags.DEFINE_string('pretrained_root', 'pretrained', 'Where the final weights are exported.')
+flags.DEFINE_string('pretrained_root', 'iwae_tf/pretrained', 'Where the final weights are '
+                    'exported (the package\'s own models: iwae_tf.pretrained).')
 flags.DEFINE_string('readme', 'README.md', 'Whose tables are rewritten after each '
                     "measurement ('' for none).")
 

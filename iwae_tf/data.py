@@ -71,6 +71,14 @@ class ImageData:
   sha256: str
 
 
+def portable_source(source):
+  """A data source as run directories record it: the embedded copy by its
+  place in the package (not this machine's path to it), a user's file as given."""
+  if os.path.abspath(source) == os.path.abspath(EMBEDDED):
+    return 'iwae_tf/data/mnist.npz (embedded)'
+  return source
+
+
 def resolve_path(path=None):
   """Maps ``None`` / ``'keras'`` / a path to the file or directory to read."""
   if path is None:

@@ -85,13 +85,16 @@ def restore(run_dir, checkpoint=None):
   return config, model, path, int(epoch.numpy())
 
 
-def export_pretrained(run_dir, out_dir, checkpoint=None):
+def export_pretrained(run_dir, out_dir, checkpoint=None, results_root=rundir.RESULTS_ROOT):
   """Writes a run's weights, model only, as a run directory of their own.
 
   ``out_dir`` gets the run's ``config.json`` (with ``exported_from``) and
-  ``environment.json``, and ``checkpoints/ckpt-<epoch>`` with the model's
-  weights only (no optimizer or generator state): what ``evaluate.py`` and
-  the figure script need, 1.7 MB for the paper's 1-layer model. An existing export is
+  ``environment.json``, ``checkpoints/ckpt-<epoch>`` with the model's
+  weights only (no optimizer or generator state): what ``evaluate.py``, the
+  figure script and ``iwae_tf.pretrained`` need, 1.7 MB for the paper's
+  1-layer model; and, when the run was measured at that epoch (K = 5000, the
+  full test set), ``measured.json`` with that test NLL. The folder is written
+  under a temporary name and renamed when complete; an existing export is
   refused (nothing is overwritten).
 
   Returns:
@@ -100,18 +103,42 @@ def export_pretrained(run_dir, out_dir, checkpoint=None):
   config, model, path, epoch = restore(run_dir, checkpoint)
   if os.path.exists(out_dir) and os.listdir(out_dir):
     raise EvaluationError(f'{out_dir}: exists and is not empty; choose another directory')
-  os.makedirs(out_dir, exist_ok=True)
+  tmp = os.path.join(os.path.dirname(os.path.abspath(out_dir)),
+                     f'.tmp-{os.path.basename(os.path.normpath(out_dir))}')
+  shutil.rmtree(tmp, ignore_errors=True)  # a killed export's leftovers
+  os.makedirs(tmp)
   cfg = config.to_dict()
   cfg['run_dir'] = out_dir
-  rundir.write_json_atomic(os.path.join(out_dir, 'config.json'), cfg)
+  rundir.write_json_atomic(os.path.join(tmp, 'config.json'), cfg)
   env_path = os.path.join(run_dir, 'environment.json')
   if os.path.exists(env_path):
-    shutil.copyfile(env_path, os.path.join(out_dir, 'environment.json'))
-  rundir.record_environment(out_dir, exported_from={
+    shutil.copyfile(env_path, os.path.join(tmp, 'environment.json'))
+  rundir.record_environment(tmp, exported_from={
       'run_dir': os.path.normpath(run_dir), 'checkpoint': path, 'epoch': epoch})
+  result = rundir.result_path(run_dir, epoch, 5000, results_root=results_root)
+  if os.path.exists(result):
+    write_measured(tmp, result)
   weights_only, epoch_var = rundir.make_checkpoint(model)
   epoch_var.assign(epoch)
-  return rundir.checkpoint_manager(weights_only, out_dir).save(checkpoint_number=epoch)
+  prefix = rundir.checkpoint_manager(weights_only, tmp).save(checkpoint_number=epoch)
+  # The manager's state file names the checkpoint relative to its folder, so
+  # the folder can move.
+  if os.path.isdir(out_dir):
+    os.rmdir(out_dir)  # empty (checked above)
+  os.replace(tmp, out_dir)
+  return os.path.join(out_dir, os.path.relpath(prefix, tmp))
+
+
+def write_measured(out_dir, result_json):
+  """``out_dir/measured.json``: the test NLL of a result file, for ``iwae_tf.pretrained``."""
+  with open(result_json) as f:
+    r = json.load(f)
+  if not full_test_set(r):
+    raise EvaluationError(f'{result_json}: not a full-test-set result')
+  rundir.write_json_atomic(os.path.join(out_dir, 'measured.json'), {
+      'test_nll': round(r['test']['nll']['mean'], 2),
+      'stderr': round(r['test']['nll']['stderr'], 2), 'k_nll': r['k_nll'], 'epoch': r['epoch'],
+      'active_units': r['active_units'], 'result': os.path.basename(result_json)})
 
 
 def _input_layers(stochastic_layer):

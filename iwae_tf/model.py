@@ -159,6 +159,26 @@ class IWAEModel(keras.Model):
       h = layers.reparameterize(q, eps)
     return means
 
+  # --------------------------------------------------------------- generation
+  def sample_means(self, n, seed):
+    """Ancestral samples from the model: ``h_L`` from the prior, each layer
+    below from its conditional, and for x the Bernoulli means (the original
+    code's ``samples.jpg`` shows these).
+
+    Args:
+      n: number of samples.
+      seed: stateless seed ``[2]``; layer ``l`` uses ``layer_seeds(seed, L)[l]``.
+
+    Returns:
+      ``[n, D]`` pixel probabilities.
+    """
+    seeds = layer_seeds(tf.convert_to_tensor(seed, tf.int32), len(self.decoders))
+    h = layers.standard_normal_noise(tf.stack([n, self.config.latents[-1]]), seeds[-1])
+    for l in range(len(self.decoders) - 1, 0, -1):
+      h = layers.reparameterize(self.decoders[l](h), layers.standard_normal_noise(
+          tf.stack([n, self.config.latents[l - 1]]), seeds[l - 1]))
+    return self.decoders[0](h).mean()
+
   def call(self, x, k=1, seed=(0, 0)):
     """Per-image ``L_k`` (``[batch]``) for the noise of stateless ``seed``."""
     seed = tf.convert_to_tensor(seed, tf.int32)

@@ -24,7 +24,7 @@ Names: ``run_name(config)`` is ``<objective>[_<estimator>]_k<k>_<latents>_<sched
 Results of ``evaluate.py`` are kept outside the (git-ignored) runs, in the
 repository: ``results/<name>/eval-ckpt<E>-K<K>[-n<N>].json`` with, beside
 it, ``.npz`` holding the per-image log-likelihood estimates. A pretrained
-model, ``pretrained/<name>/``, is a run directory whose one checkpoint holds
+model, ``iwae_tf/pretrained/<name>/`` (``iwae_tf.pretrained``), is a run directory whose one checkpoint holds
 the model's weights only.
 
 Damaged checkpoints: on resuming, every tensor of the newest checkpoint is
@@ -50,11 +50,12 @@ import numpy as np
 import tensorflow as tf
 
 from iwae_tf import config as config_lib
+from iwae_tf import data as data_lib
 from iwae_tf import errors
 
 RUNS_ROOT = 'runs'
 RESULTS_ROOT = 'results'
-PRETRAINED_ROOT = 'pretrained'
+PRETRAINED_ROOT = os.path.join('iwae_tf', 'pretrained')  # package data: installed with it
 
 
 def run_name(config):
@@ -85,7 +86,7 @@ def default_run_dir(config):
 
 
 def pretrained_dir(run_dir, pretrained_root=PRETRAINED_ROOT):
-  """Where a run's exported weights go: ``pretrained/<run dir's name>``."""
+  """Where a run's exported weights go: ``iwae_tf/pretrained/<run dir's name>``."""
   return os.path.join(pretrained_root, os.path.basename(os.path.normpath(run_dir)))
 
 
@@ -206,7 +207,8 @@ def prepare_run_dir(config, splits):
       python=sys.version, platform=platform.platform(),
       tensorflow=tf.__version__, keras=keras.__version__,
       tensorflow_probability=__import__('tensorflow_probability').__version__,
-      numpy=np.__version__, data_source=splits.source, data_sha256=splits.sha256)
+      numpy=np.__version__, data_source=data_lib.portable_source(splits.source),
+      data_sha256=splits.sha256)
 
 
 def record_environment(run_dir, invocation=None, **entries):

@@ -17,9 +17,9 @@ Figures (written to --out_dir, with the numbers they show in measurements.json):
 
 Runs are found where train.py puts them (``rundir.default_run_dir``): the 2-D
 runs are runs/<objective>_k<k>_2_poster (--latents=2 --epochs=10), the 50-latent
-ones runs/<objective>_k<k>_50_poster; a model under pretrained/<name> is used in
+ones runs/<objective>_k<k>_50_poster; a model under iwae_tf/pretrained/<name> is used in
 place of runs/<name>, and the paper's 3280-epoch model, once exported to
-pretrained/<objective>_k<k>_50_paper (evaluate.py --export), in place of both.
+iwae_tf/pretrained/<objective>_k<k>_50_paper (evaluate.py --export), in place of both.
 A figure whose runs or results are missing is skipped, with the command that
 makes them, and its PNG and measurements are kept: measurements.json is only
 ever updated with the figures drawn.
@@ -78,8 +78,8 @@ def _command(objective, k, latents):
 
 def _run(objective, k, latents):
   """The run directory of a figure's model: the paper's 3280-epoch model once
-  exported (pretrained/<objective>_k<k>_<latents>_paper), else the poster's
-  70-epoch one, pretrained/<name> if there, else runs/<name>. A paper-schedule
+  exported (iwae_tf/pretrained/<objective>_k<k>_<latents>_paper), else the poster's
+  70-epoch one, iwae_tf/pretrained/<name> if there, else runs/<name>. A paper-schedule
   run in runs/ is never used: it may be anywhere in its schedule."""
   from iwae_tf import rundir
   poster = _config(objective, k, latents).run_dir

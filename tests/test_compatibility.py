@@ -66,5 +66,9 @@ def test_release_run_resumes_on_the_same_random_streams(release_run, tmp_path):
   straight = training.train(fresh)
   resumed = training.train(config.TrainConfig(**{**cfg.__dict__, 'run_dir': str(release_run),
                                                  'epochs': 3}))
+  # The release's checkpoint was written on another processor: the last bits of
+  # its weights differ from today's, and Adam's normalised step carries that
+  # into a few small weights (2.7e-7 apart after one epoch on an AVX-512
+  # machine, 2026-12-02); the same run with seed 1 ends up to 1.0 away.
   for a, b in zip(straight.trainable_variables, resumed.trainable_variables):
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,8 @@ import os
 
 import numpy as np
 import pytest
+
+from iwae_tf import rundir
 from absl.testing import flagsaver
 from test_evaluation import write_result
 
@@ -37,10 +39,10 @@ def test_a_figure_uses_the_exported_paper_model_first(regenerate, tmp_path, monk
   _checkpoint('runs/iwae_k5_50_poster', 70)
   _checkpoint('runs/iwae_k5_50_paper', 2000)  # mid-schedule: never used
   assert run() == os.path.join('runs', 'iwae_k5_50_poster')
-  _checkpoint('pretrained/iwae_k5_50_poster', 70)
-  assert run() == os.path.join('pretrained', 'iwae_k5_50_poster')
-  _checkpoint('pretrained/iwae_k5_50_paper', 3280)
-  assert run() == os.path.join('pretrained', 'iwae_k5_50_paper')
+  _checkpoint(os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_poster'), 70)
+  assert run() == os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_poster')
+  _checkpoint(os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_paper'), 3280)
+  assert run() == os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_paper')
   assert regenerate._run('vae', 1, (50,)) == os.path.join('runs', 'vae_k1_50_poster')
 
 
