@@ -5,7 +5,7 @@ Examples:
   python evaluate.py --run_dir=runs/iwae_k5_50_poster --prune --train_subset=1000
   python evaluate.py --run_dir=runs/vae_k1_50_paper --milestones   # the learning curve
   python evaluate.py --run_dir=runs/vae_k1_50_paper --export=pretrained/vae_k1_50_paper
-  python evaluate.py --table --readme=README.md
+  python evaluate.py --table --write=README.md,docs/REPORT.md
 
 Results go to results/<run>/ (the run directory's name), JSON with the
 per-image estimates beside it (.npz); the tables are made from them.
@@ -44,8 +44,8 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing result file.')
 # --- results table
 flags.DEFINE_bool('table', False, 'Print the Markdown results table of all runs instead, '
                   'and the paper-schedule runs\' learning curve.')
-flags.DEFINE_string('readme', None, 'With --table: also write them into this file, between '
-                    'the results-table markers and (if it has them) the learning-curve ones.')
+flags.DEFINE_list('write', [], 'With --table: also rewrite the generated tables in these '
+                  'documents, between their markers (README.md,docs/REPORT.md).')
 
 FLAGS = flags.FLAGS
 
@@ -62,10 +62,8 @@ def main(argv):
     curve = evaluation.learning_curve_table(results)
     print(markdown + (f'\nThe paper-schedule runs at the ends of its stages:\n\n{curve}'
                       if curve else ''), end='')
-    if FLAGS.readme:
-      evaluation.write_table(markdown, FLAGS.readme)
-      if curve:
-        evaluation.write_table(curve, FLAGS.readme, evaluation.CURVE_BEGIN, evaluation.CURVE_END)
+    if FLAGS.write:
+      evaluation.write_tables(results, FLAGS.write)
     return
   if not FLAGS.run_dir:
     raise app.UsageError('--run_dir is required (or --table)')

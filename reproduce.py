@@ -33,8 +33,8 @@ flags.DEFINE_string('runs_root', 'runs', 'Where the run directories and their lo
 flags.DEFINE_string('results_root', 'results', 'Where the results are written.')
 flags.DEFINE_string('pretrained_root', 'iwae_tf/pretrained', 'Where the final weights are '
                     'exported (the package\'s own models: iwae_tf.pretrained).')
-flags.DEFINE_string('readme', 'README.md', 'Whose tables are rewritten after each '
-                    "measurement ('' for none).")
+flags.DEFINE_list('documents', ['README.md', 'docs/REPORT.md'], 'Documents whose generated '
+                  "tables are rewritten after each measurement ('' for none).")
 
 FLAGS = flags.FLAGS
 
@@ -62,7 +62,7 @@ def main(argv):
     return
   say = lambda line: print(time.strftime('%Y-%m-%d %H:%M:%S ') + line, flush=True)  # noqa: E731
   try:
-    failed = reproduction.Queue(exps, roots, FLAGS.jobs, FLAGS.readme or None, say).run()
+    failed = reproduction.Queue(exps, roots, FLAGS.jobs, [d for d in FLAGS.documents if d], say).run()
   except reproduction.Stopped as e:
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.status)

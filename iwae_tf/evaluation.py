@@ -627,6 +627,36 @@ def learning_curve_table(results):
   return '\n'.join(lines) + '\n'
 
 
+def headline_table(results):
+  """Markdown table of the Table 1 cells measured after the paper's full
+  budget (``config.PAPER_EPOCHS``, the paper's setup, MNIST), each beside the
+  paper's number, then the paired IWAE - VAE differences at equal k and
+  against VAE k = 1 (``learning_curve_pairs``). Empty when none is measured.
+  """
+  final = config_lib.PAPER_EPOCHS
+  curves = {key: {final: curve[final]} for key, curve in learning_curves(results).items()
+            if key[0] == 'mnist' and final in curve}
+  if not curves:
+    return ''
+  lines = ['| layers | objective | k | test NLL (ours) | paper | ours − paper |',
+           '|---|---|---|---|---|---|']
+  order = lambda key: (key[1], key[4], key[3] != 'vae')  # noqa: E731
+  for key in sorted(curves, key=order):
+    dataset, layers, lat, obj, k = key
+    nll = curves[key][final]['test']['nll']
+    paper = paper_nll(dataset, obj, lat, k)
+    lines.append(f'| {layers} | {obj.upper()} | {k} | {nll["mean"]:.2f} ± {nll["stderr"]:.2f} '
+                 f'| {_cell(paper)} | {_cell(None if paper is None else nll["mean"] - paper, "+.2f")} |')
+  pairs = learning_curve_pairs(curves)
+  if pairs:
+    lines += ['', '| layers | paired on the same test images | ours | paper |', '|---|---|---|---|']
+    for (dataset, layers, lat, k, vae_k), paired in pairs.items():
+      d, se = paired[final]
+      lines.append(f'| {layers} | IWAE k = {k} − VAE k = {vae_k} | {d:+.2f} ± {se:.2f} '
+                   f'| {_cell(paper_difference(dataset, lat, k, vae_k), "+.2f")} |')
+  return '\n'.join(lines) + '\n'
+
+
 def per_image(result, name='test_log_likelihood'):
   """A result's per-image estimates (``[num_test]``), or None if not stored."""
   if 'per_image' not in result or 'path' not in result:
@@ -739,6 +769,33 @@ def paired_difference(a, b):
 
 BEGIN, END = '<!-- results-table:begin -->', '<!-- results-table:end -->'
 CURVE_BEGIN, CURVE_END = '<!-- learning-curve:begin -->', '<!-- learning-curve:end -->'
+HEADLINE_BEGIN, HEADLINE_END = '<!-- headline:begin -->', '<!-- headline:end -->'
+# The documents whose generated tables evaluate.py --table --write rewrites.
+DOCUMENTS = ('README.md', os.path.join('docs', 'REPORT.md'))
+
+
+def tables(results):
+  """``{(begin, end): markdown}`` of every generated table, from ``read_results``."""
+  return {(BEGIN, END): table(newest(results)),
+          (CURVE_BEGIN, CURVE_END): learning_curve_table(results),
+          (HEADLINE_BEGIN, HEADLINE_END): headline_table(results)}
+
+
+def write_tables(results, documents):
+  """Rewrites, in each document, every generated table whose markers it holds.
+
+  Raises:
+    EvaluationError: a document holds no table's markers.
+  """
+  blocks = tables(results)
+  for doc in documents:
+    with open(doc) as f:
+      text = f.read()
+    found = [(b, e) for b, e in blocks if b in text and e in text]
+    if not found:
+      raise EvaluationError(f'{doc}: holds no generated table (no {BEGIN} ... {END} block)')
+    for begin, end in found:
+      write_table(blocks[(begin, end)], doc, begin, end)
 
 
 def write_table(markdown, readme, begin=BEGIN, end=END):

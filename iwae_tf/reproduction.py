@@ -7,7 +7,8 @@ it starts, so that the queue can be killed at any moment and rerun:
 1. for each milestone epoch E (``Experiment.milestones``) not yet measured:
    train to E (``train.py --epochs=E``, which resumes where the run stopped),
    measure checkpoint E (``evaluate.py --checkpoint=E``, K = 5000 on the full
-   test set), and rewrite the tables in the README;
+   test set), and rewrite the generated tables of the documents (README.md,
+   docs/REPORT.md);
 2. export the final weights (``evaluate.py --export``), where asked.
 
 What is done is read from ``results/`` and ``pretrained/``, so a finished
@@ -225,16 +226,17 @@ class Queue:
     exps: the experiments, in the order they are started.
     roots: ``experiments.Roots``.
     jobs: how many run at once.
-    readme: the file whose tables are rewritten after each measurement
-      (None: none).
+    documents: the documents whose generated tables are rewritten after
+      each measurement (``evaluation.write_tables``).
     say: where the queue's own lines go.
     cores: the cores to pin jobs to (default: this process's).
   """
 
-  def __init__(self, exps, roots, jobs=1, readme=None, say=print, cores=None):
+  def __init__(self, exps, roots, jobs=1, documents=(), say=print, cores=None):
     if jobs < 1:
       raise QueueError(f'--jobs must be >= 1, got {jobs}')
-    self.exps, self.roots, self.jobs, self.readme, self.say = list(exps), roots, jobs, readme, say
+    self.exps, self.roots, self.jobs, self.say = list(exps), roots, jobs, say
+    self.documents = list(documents)
     cores = sorted(os.sched_getaffinity(0)) if cores is None else list(cores)
     self.cores = cores if jobs <= len(cores) else None
     self.failed = []
@@ -318,14 +320,10 @@ class Queue:
     return os.path.join(self.roots.runs, f'{exp.name}.log')
 
   def _tables(self):
-    if not self.readme:
+    if not self.documents:
       return
     from iwae_tf import evaluation  # pylint: disable=import-outside-toplevel
-    results = list(evaluation.read_results(self.roots.results))
-    evaluation.write_table(evaluation.table(evaluation.newest(results)), self.readme)
-    curve = evaluation.learning_curve_table(results)
-    if curve:
-      evaluation.write_table(curve, self.readme, evaluation.CURVE_BEGIN, evaluation.CURVE_END)
+    evaluation.write_tables(list(evaluation.read_results(self.roots.results)), self.documents)
 
   def _stop(self, slots, signum):
     """Ends the running steps (each resumes from its last checkpoint) and stops."""

@@ -13,6 +13,7 @@ weights.
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -76,11 +77,16 @@ def test_samples_and_codes_of_a_pretrained_model():
 
 def test_the_models_install_with_the_package(tmp_path):
   """pip builds a wheel holding every shipped model's files."""
+  source = tmp_path / 'source'  # a copy: the build writes build/ and *.egg-info beside it
+  shutil.copytree(os.path.join(ROOT, 'iwae_tf'), source / 'iwae_tf',
+                  ignore=shutil.ignore_patterns('__pycache__'))
+  for name in ('pyproject.toml', 'README.md'):
+    shutil.copy(os.path.join(ROOT, name), source)
   p = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
-                      '--quiet', '-w', str(tmp_path), ROOT], capture_output=True, text=True,
-                     timeout=600, cwd=tmp_path)
+                      '--quiet', '-w', str(tmp_path / 'wheel'), str(source)], capture_output=True,
+                     text=True, timeout=600, cwd=tmp_path)
   assert p.returncode == 0, p.stderr
-  wheel, = glob.glob(str(tmp_path / '*.whl'))
+  wheel, = glob.glob(str(tmp_path / 'wheel' / '*.whl'))
   files = set(zipfile.ZipFile(wheel).namelist())
   for config_json in PRETRAINED:
     folder = os.path.relpath(os.path.dirname(config_json), ROOT)

@@ -1,14 +1,22 @@
-"""The README's code that users copy runs as written."""
+"""The documents' code that users copy runs as written, their commands use flags
+that exist, and the numbers they quote are committed measurements: the README,
+docs/REPORT.md, docs/DESIGN.md and bench/README.md."""
 
 import os
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCUMENTS = ('README.md', 'docs/REPORT.md', 'docs/DESIGN.md', 'bench/README.md')
 
 
-def run_snippet(heading):
+def read(doc):
+  with open(os.path.join(ROOT, doc)) as f:
+    return f.read()
+
+
+def run_snippet(heading, doc='README.md'):
   """Runs the first Python block after ``heading``; returns its variables."""
-  text = open(os.path.join(ROOT, 'README.md')).read()
+  text = read(doc)
   section = text.split(heading, 1)[1]
   code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
   scope = {}
@@ -17,14 +25,14 @@ def run_snippet(heading):
 
 
 def test_own_model_snippet_runs():
-  scope = run_snippet('## Using the bounds on your own model')
+  scope = run_snippet('## The bounds on your own model')
   import numpy as np
   assert float(scope['loss']) > 0 and np.isfinite(float(scope['loss']))
   assert np.all(scope['bounds'].iwae_bound(scope['log_w']) >= scope['bounds'].elbo(scope['log_w']))
 
 
 def test_layout_table_names_every_module():
-  text = open(os.path.join(ROOT, 'README.md')).read()
+  text = read('README.md')
   modules = sorted(f for f in os.listdir(os.path.join(ROOT, 'iwae_tf'))
                    if f.endswith('.py') and f != '__init__.py')
   missing = [m for m in modules if f'iwae_tf/{m}' not in text.split('## Layout', 1)[1]]
@@ -32,7 +40,7 @@ def test_layout_table_names_every_module():
 
 
 def test_model_and_trainer_snippet_runs():
-  scope = run_snippet('## The model and the trainer')
+  scope = run_snippet('## The model and the trainer', 'docs/DESIGN.md')
   assert scope['log_w'].shape == (5, 20)
   assert [v.path for v in scope['variables']] == [
       v.path for v in scope['m'].encoder_variables + scope['m'].decoder_variables]
@@ -40,23 +48,43 @@ def test_model_and_trainer_snippet_runs():
   assert scope['fit_me'].model is scope['m']
 
 
+def test_pretrained_snippet_runs(capsys):
+  scope = run_snippet('## A trained model in five lines')
+  assert scope['samples'].shape == (64, 784)
+  nll = float(capsys.readouterr().out.strip().splitlines()[-1])
+  assert 60 < nll < 120
+
+
 def test_tables_are_those_the_committed_results_make():
-  """The README's results and learning-curve tables are evaluate.py's
-  output from results/: rerun `python evaluate.py --table --readme=README.md`
-  after adding results."""
+  """The documents' generated tables are evaluate.py's output from results/:
+  rerun `python evaluate.py --table --write=README.md,docs/REPORT.md` after
+  adding results."""
   from iwae_tf import evaluation
-  text = open(os.path.join(ROOT, 'README.md')).read()
   results = list(evaluation.read_results(os.path.join(ROOT, 'results')))
-  block = lambda begin, end: text.split(begin, 1)[1].split(end, 1)[0].lstrip('\n')  # noqa: E731
-  assert block(evaluation.BEGIN, evaluation.END) == evaluation.table(evaluation.newest(results))
-  assert block(evaluation.CURVE_BEGIN, evaluation.CURVE_END) == evaluation.learning_curve_table(
-      results)
+  block = lambda text, begin, end: text.split(begin, 1)[1].split(end, 1)[0].lstrip('\n')  # noqa: E731
+  expected = evaluation.tables(results)
+  wanted = {'README.md': [(evaluation.HEADLINE_BEGIN, evaluation.HEADLINE_END)],
+            'docs/REPORT.md': list(expected)}
+  for doc, blocks in wanted.items():
+    text = read(doc)
+    for begin, end in blocks:
+      assert block(text, begin, end) == expected[(begin, end)], (doc, begin)
+  assert expected[(evaluation.HEADLINE_BEGIN, evaluation.HEADLINE_END)].count('\n') > 4
+
+
+def test_readme_is_short_and_links_the_rest():
+  text = read('README.md')
+  assert len(text.splitlines()) <= 150
+  for doc in DOCUMENTS[1:]:
+    assert f']({doc})' in text, doc
+    assert os.path.exists(os.path.join(ROOT, doc))
+  assert 'at this writing' not in ' '.join(read(d) for d in DOCUMENTS).lower()
 
 
 def readme_commands():
   """``(script, {flag: value})`` of every ``python <script>.py ...`` command in
-  the README: in shell blocks (continued lines joined) and inline code."""
-  text = open(os.path.join(ROOT, 'README.md')).read()
+  the documents: in shell blocks (continued lines joined) and inline code."""
+  text = '\n'.join(read(d) for d in DOCUMENTS)
   lines = [l for block in re.findall(r'```bash\n(.*?)```', text, re.S)
            for l in block.replace('\\\n', ' ').splitlines()]
   prose = re.sub(r'```.*?```', '', text, flags=re.S).replace('\n', ' ')
@@ -69,15 +97,17 @@ def readme_commands():
 
 
 def defined_flags(script):
+  """The flags ``script`` defines, and absl's own (``--help``)."""
   with open(os.path.join(ROOT, script)) as f:
-    return set(re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", f.read()))
+    return set(re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", f.read())) | {'help', 'helpfull'}
 
 
 def test_readme_commands_use_flags_their_scripts_define():
   """A renamed or removed flag, or a choice no longer offered, fails here
   before a user copies the command."""
   commands = readme_commands()
-  assert {s for s, _ in commands} >= {'train.py', 'evaluate.py', 'plots/regenerate.py'}
+  assert {s for s, _ in commands} >= {'train.py', 'evaluate.py', 'plots/regenerate.py',
+                                      'reproduce.py'}
   unknown = [(script, flag) for script, names in commands for flag in names
              if flag not in defined_flags(script) and flag[2:] not in defined_flags(script)]
   assert not unknown, unknown
@@ -86,28 +116,24 @@ def test_readme_commands_use_flags_their_scripts_define():
   from iwae_tf import config
   choices = {'objective': config.OBJECTIVES, 'estimator': config.ESTIMATORS,
              'schedule': config.SCHEDULES, 'strategy': config.STRATEGIES,
-             'dataset': config.DATASETS, 'binarization': config.BINARIZATIONS}
+             'dataset': config.DATASETS, 'binarization': config.BINARIZATIONS,
+             'procedure': config.PROCEDURES}
   bad = [(flag, args[flag]) for script, args in commands if script == 'train.py'
          for flag in choices if flag in args and args[flag] not in choices[flag]]
   assert not bad, bad
   assert sum('schedule' in args for _, args in commands) > 5  # the check saw values
-  text = open(os.path.join(ROOT, 'README.md')).read()
-  table = text.split('`train.py` flags', 1)[1].split('\n\n', 2)[1]
-  documented = set(re.findall(r'`--([a-z_0-9]+)', table))
-  assert documented and documented <= defined_flags('train.py'), documented - defined_flags('train.py')
 
 
 def results_prose():
-  """The README's introduction and its "## Results" text up to the
-  poster-budget section, without the generated tables and code blocks: the
-  prose typed by hand."""
+  """The README and docs/REPORT.md's "## Results" text up to the poster-budget
+  section, without the generated tables and code blocks: the prose typed by hand."""
   from iwae_tf import evaluation
-  text = open(os.path.join(ROOT, 'README.md')).read()
-  section = (text.split('\n## Training\n', 1)[0] + '\n' +
-             text.split('\n## Results\n', 1)[1].split('\n### Earlier measurements', 1)[0])
-  for begin, end in ((evaluation.BEGIN, evaluation.END),
-                     (evaluation.CURVE_BEGIN, evaluation.CURVE_END)):
-    section = section.split(begin, 1)[0] + section.split(end, 1)[1]
+  report = read('docs/REPORT.md')
+  section = (read('README.md') + '\n' +
+             report.split('\n## Results\n', 1)[1].split('\n### Earlier measurements', 1)[0])
+  for begin, end in evaluation.tables([]):
+    while begin in section:
+      section = section.split(begin, 1)[0] + section.split(end, 1)[1]
   return re.sub(r'```.*?```', '', section, flags=re.S)
 
 
@@ -152,7 +178,7 @@ def test_figures_prose_quotes_measurements():
   ``figures/measurements.json``, which the figure script writes with each
   figure: a number typed by hand that the figures do not back fails here."""
   import json
-  text = open(os.path.join(ROOT, 'README.md')).read()
+  text = read('docs/REPORT.md')
   section = text.split('\n## Figures\n', 1)[1].split('\n## ', 1)[0]
   prose = re.sub(r'```.*?```', '', section, flags=re.S)
   quoted = re.findall(r'(?<![\d.])(\d+\.\d+|\d+%)', prose)

@@ -116,7 +116,7 @@ def test_a_run_held_by_another_process_is_left_alone(roots):
 
 def _queue(roots, *extra):
   return subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--readme=',
+      [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=',
        f'--runs_root={roots.runs}', f'--results_root={roots.results}',
        f'--pretrained_root={roots.pretrained}', *extra],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
