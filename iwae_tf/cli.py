@@ -24,8 +24,14 @@ START_UP_NOISE = (
 
 
 def quiet_tensorflow():
-  """Silences TensorFlow's C++ log below errors (call before importing it)."""
+  """Silences TensorFlow's C++ log below errors, and the libraries' Python
+  loggers below warnings (call before importing them): Keras imports
+  matplotlib, whose first import on a new machine logs that it built its font
+  cache."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import logging  # pylint: disable=import-outside-toplevel
+  for name in ('matplotlib', 'h5py'):
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -188,8 +188,30 @@ def _summary(values):
   return {'mean': float(np.mean(values)), 'stderr': float(np.std(values) / np.sqrt(len(values)))}
 
 
-def measure(model, x, ks, k_nll, seed, estimator):
-  """Bounds and NLL estimate on binarised images ``x``.
+def eta_reporter(say, label, every=30.0, clock=time.monotonic):
+  """A ``progress(done, total)`` callback that says, at most every ``every``
+  seconds, how many images are done and how long the rest should take."""
+  start = clock()
+  last = [start]
+
+  def report(done, total):
+    now = clock()
+    if now - last[0] < every or done >= total:
+      return
+    last[0] = now
+    left = (now - start) / done * (total - done)
+    say(f'{label}: {done}/{total} images, about {_minutes(left)} left')
+
+  return report
+
+
+def _minutes(seconds):
+  return f'{seconds:.0f} s' if seconds < 90 else f'{seconds / 60:.0f} min'
+
+
+def measure(model, x, ks, k_nll, seed, estimator, progress=None):
+  """Bounds and NLL estimate on binarised images ``x`` (``progress``: see
+  ``eta_reporter``, for the NLL's long loop).
 
   Returns:
     ``(summary, ll)``: a dict with ``L_k`` for each k (mean and standard
@@ -199,7 +221,7 @@ def measure(model, x, ks, k_nll, seed, estimator):
   out = {}
   for k in sorted(set(ks)):
     out[f'L_{k}'] = _summary(estimator.log_likelihood(x, k, seed))
-  ll = estimator.log_likelihood(x, k_nll, seed)
+  ll = estimator.log_likelihood(x, k_nll, seed, progress)
   out['nll'] = _nll(ll, k_nll)
   return out, ll
 
@@ -282,7 +304,8 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   }
   if 'initialised_from' in env:
     result['initialised_from'] = env['initialised_from']
-  result['test'], per_image = measure(model, x_test, ks, k_nll, seed, estimator)
+  result['test'], per_image = measure(model, x_test, ks, k_nll, seed, estimator,
+                                      eta_reporter(progress, f'  test NLL, K={k_nll}'))
   per_image = {'test_log_likelihood': per_image}
   variances = metrics.posterior_mean_variances(model, x_test, seed)
   result['active_units'] = metrics.active_units(variances)

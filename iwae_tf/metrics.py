@@ -60,13 +60,14 @@ class Estimator:
       total = tf.experimental.numpy.logaddexp(total, tf.reduce_logsumexp(log_w, axis=0))
     return total - tf.math.log(tf.cast(k, total.dtype))
 
-  def log_likelihood(self, x, k, seed=0):
+  def log_likelihood(self, x, k, seed=0, progress=None):
     """Per-example ``log (1/k) sum_i w_i``.
 
     Args:
       x: ``[N, D]`` binary float array.
       k: importance samples per image.
       seed: integer seed; the estimate is a deterministic function of it.
+      progress: called as ``progress(images done, images)`` after each batch.
 
     Returns:
       ``[N]`` float64 numpy array.
@@ -79,6 +80,8 @@ class Estimator:
       s = _fold(tf.constant([seed, 0], tf.int32), b)
       # k and chunk are python ints: one trace per distinct (k, chunk, shape).
       out.append(self._fn(xb, s, k, chunk).numpy())
+      if progress is not None:
+        progress(min(start + self.batch_size, len(x)), len(x))
     return np.concatenate(out).astype(np.float64)
 
 

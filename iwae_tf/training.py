@@ -248,7 +248,7 @@ class Progress(keras.callbacks.Callback):
 
   def _write(self, line, end='\n'):
     # Overwrites the line updated in place (verbose=1), padding over its end.
-    self.stream.write('\r' + line.ljust(self._width) + end)
+    self.stream.write(('\r' if self._width else '') + line.ljust(self._width) + end)
     self._width = 0 if end else len(line)
     self.stream.flush()
 

@@ -364,3 +364,12 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
   evaluation.write_table('curve\n', str(readme), evaluation.CURVE_BEGIN, evaluation.CURVE_END)
   assert readme.read_text() == (f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'
                                 f'{evaluation.CURVE_BEGIN}\ncurve\n{evaluation.CURVE_END}\n')
+
+
+def test_eta_reporter_says_images_done_and_time_left():
+  said, now = [], [0.0]
+  report = evaluation.eta_reporter(said.append, 'NLL', every=30, clock=lambda: now[0])
+  for done, t in [(100, 10), (200, 31), (300, 40), (1000, 200)]:
+    now[0] = t
+    report(done, 1000)
+  assert said == ['NLL: 200/1000 images, about 2 min left']  # 31 s for 200: 4 x 31 s more

@@ -238,3 +238,18 @@ def test_a_run_directory_is_locked_while_it_trains(tmp_path):
   assert rundir.lock_holder(run) is None
   p = subprocess.run(second, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert p.returncode == 0 and 'got it' in p.stdout, p.stderr
+
+
+def test_a_new_machine_prints_only_our_lines(tmp_path):
+  """With no matplotlib font cache yet (a new machine), train.py writes its own
+  progress lines and nothing else: no start-up or font-cache log."""
+  env = dict(os.environ, MPLCONFIGDIR=str(tmp_path / 'mpl'))
+  env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+  p = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--latents=3', '--hidden=8',
+                      '--k=2', '--schedule=poster', '--epochs=1', '--limit_train=40',
+                      '--verbose=2', f'--run_dir={tmp_path / "run"}'],
+                     cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert p.returncode == 0, p.stderr
+  assert os.listdir(tmp_path / 'mpl'), 'matplotlib did not build its cache: the test saw nothing'
+  assert p.stderr == ''
+  assert [l.split(':')[0] for l in p.stdout.splitlines()] == ['epoch 1/1', 'done']
