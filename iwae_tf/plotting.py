@@ -76,6 +76,29 @@ def image_rows(rows, row_titles, image_shape=(28, 28), title=None):
   return fig
 
 
+def tiled(images, columns=8, image_shape=(28, 28)):
+  """``[n, D]`` images as one ``[rows * h, columns * w]`` array, row by row."""
+  h, w = image_shape
+  rows = -(-len(images) // columns)
+  out = np.zeros((rows * h, columns * w))
+  for i, image in enumerate(images):
+    r, c = divmod(i, columns)
+    out[r * h:(r + 1) * h, c * w:(c + 1) * w] = np.reshape(image, image_shape)
+  return out
+
+
+def image_grids(grids, titles, columns=8, image_shape=(28, 28)):
+  """Panels side by side, each a grid of images (``[n, D]``, values in [0, 1])."""
+  fig = _figure(2.6 * len(grids), 2.9)
+  axes = fig.subplots(1, len(grids), squeeze=False)[0]
+  for ax, images, title in zip(axes, grids, titles):
+    ax.imshow(tiled(images, columns, image_shape), cmap='gray_r', vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+  return fig
+
+
 def posterior_panels(densities, titles, extents, row_titles=None):
   """Grid densities side by side: rows are images, columns are distributions.
 

@@ -14,6 +14,7 @@ Figures (written to --out_dir, with the numbers they show in measurements.json):
   active_units.png     histograms of log10 Var_x(E_q[u]) per layer, VAE vs IWAE, from the results
   training_curves.png  -L_k and active units per epoch, read back from TensorBoard logs
   gradient_snr.png     encoder/decoder gradient signal-to-noise ratio vs k, IWAE vs DReG
+  samples.png          64 samples of each shipped model (iwae_tf.pretrained) beside 64 test digits
 
 Runs are found where train.py puts them (``rundir.default_run_dir``): the 2-D
 runs are runs/<objective>_k<k>_2_poster (--latents=2 --epochs=10), the 50-latent
@@ -363,6 +364,23 @@ def gradient_snr(test, measurements):
                         for est, v in series[part].items()}}
 
 
+def samples(test, measurements, n=64, seed=0):
+  """Bernoulli means of ``n`` ancestral samples from each shipped model, beside
+  ``n`` binarised test digits (the original code's ``samples.jpg``)."""
+  from iwae_tf import plotting, pretrained
+  names = pretrained.names()
+  if not names:
+    print('samples.png: skipped, no model in iwae_tf/pretrained/ (evaluate.py --export)')
+    return
+  models = {name: pretrained.load(name) for name in names}
+  grids = [test['x'][:n]] + [m.sample(n, seed) for m in models.values()]
+  titles = ['test digits'] + [f'{m.config.objective.name.upper()} k={m.config.objective.k}, '
+                              f'{m.epoch} epochs' for m in models.values()]
+  save(plotting.image_grids(grids, titles), 'samples.png')
+  measurements['samples'] = {'models': {name: m.epoch for name, m in models.items()},
+                             'samples': n, 'seed': seed}
+
+
 def main(argv):
   del argv
   cli.start_tensorflow()
@@ -382,7 +400,8 @@ def main(argv):
              'nll_vs_k': nll_vs_k, 'learning_curve': learning_curve,
              'active_units': active_units,
              'training_curves': training_curves,
-             'gradient_snr': lambda m: gradient_snr(test, m)}
+             'gradient_snr': lambda m: gradient_snr(test, m),
+             'samples': lambda m: samples(test, m)}
   unknown = sorted(set(FLAGS.figures) - set(figures))
   if unknown:
     raise app.UsageError(f'--figures: unknown {", ".join(unknown)} '

@@ -103,3 +103,13 @@ def test_learning_curve_pairs_iwae_with_both_baselines(regenerate, tmp_path):
       assert diff == pytest.approx(d.mean(), abs=1e-3)
       assert se == pytest.approx(d.std() / 100, rel=1e-2)
   assert (tmp_path / 'learning_curve.png').stat().st_size > 0
+
+
+def test_samples_figure_draws_every_shipped_model(regenerate, tmp_path):
+  from iwae_tf import pretrained
+  measurements = {}
+  test = {'x': pretrained.test_images(64)}
+  with flagsaver.flagsaver(out_dir=str(tmp_path)):
+    regenerate.samples(test, measurements, n=16)
+  assert os.path.getsize(tmp_path / 'samples.png') > 1000
+  assert measurements['samples']['models'] == {n: 3280 for n in pretrained.names()}
