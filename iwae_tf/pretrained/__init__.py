@@ -68,6 +68,7 @@ class Pretrained:
   model: object
   config: object
   epoch: int
+  _estimators: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def log_likelihood(self, x, k=5000, seed=0, batch_size=100):
     """Per-image ``log (1/k) sum_i w_i`` (the paper's estimate of log p(x)).
@@ -81,8 +82,9 @@ class Pretrained:
       ``[N]`` float64.
     """
     from iwae_tf import metrics  # pylint: disable=import-outside-toplevel
-    return metrics.Estimator(self.model, batch_size=batch_size).log_likelihood(
-        np.asarray(x, np.float32), k, seed)
+    if batch_size not in self._estimators:  # one compiled estimate per batch size
+      self._estimators[batch_size] = metrics.Estimator(self.model, batch_size=batch_size)
+    return self._estimators[batch_size].log_likelihood(np.asarray(x, np.float32), k, seed)
 
   def sample(self, n, seed=0):
     """``[n, 784]`` Bernoulli means of ``n`` ancestral samples from the model."""
