@@ -66,12 +66,61 @@ def start_tensorflow():
   tf.get_logger().setLevel('ERROR')
 
 
+class Terminated(BaseException):
+  """SIGTERM (what a scheduler sends), raised where Python code runs next."""
+
+
+def _on_sigterm(signum, frame):
+  raise Terminated()
+
+
+# TensorFlow's errors that mean the world outside failed (a full disk, a file
+# that cannot be written), named so that this module need not import it.
+WORLD_ERRORS = ('ResourceExhaustedError', 'PermissionDeniedError', 'DataLossError',
+                'UnavailableError')
+
+
+def _resume_hint():
+  return f'rerun `python {" ".join(sys.argv)}` to resume'
+
+
 def run_main(main, argv):
-  """Calls ``main(argv)``; the project's errors (``errors.IWAEError``) become
-  one line on stderr and exit status 1; any other exception keeps its
-  traceback."""
+  """Calls ``main(argv)``; what goes wrong ends the command with one line on
+  stderr and no traceback:
+
+  * the project's errors (``errors.IWAEError``): exit status 1;
+  * faults of the world outside (no space, no permission, out of memory, a
+    file system error from TensorFlow): what happened, that what was saved is
+    kept, and the command that resumes; exit status 1;
+  * Ctrl-C: exit status 130; SIGTERM: 143.
+
+  Any other exception (a bug) keeps its traceback.
+  """
+  import signal  # pylint: disable=import-outside-toplevel
+  signal.signal(signal.SIGTERM, _on_sigterm)
+  kept = 'every checkpoint and result already written is kept'
   try:
     return main(argv)
   except errors.IWAEError as e:
     print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    print(f'stopped (Ctrl-C): {kept}; {_resume_hint()}', file=sys.stderr)
+    sys.exit(130)
+  except Terminated:
+    print(f'stopped (SIGTERM): {kept}; {_resume_hint()}', file=sys.stderr)
+    sys.exit(143)
+  except MemoryError:
+    print(f'error: out of memory; {kept}; try a smaller --k or --batch_size', file=sys.stderr)
+    sys.exit(1)
+  except OSError as e:
+    where = f'{e.filename}: ' if e.filename else ''
+    print(f'error: {where}{e.strerror or e}; {kept}; free space or fix permissions, then '
+          f'{_resume_hint()}', file=sys.stderr)
+    sys.exit(1)
+  except Exception as e:  # pylint: disable=broad-except
+    if type(e).__name__ not in WORLD_ERRORS or not type(e).__module__.startswith('tensorflow'):
+      raise
+    first = (str(getattr(e, 'message', e)).strip().splitlines() or [type(e).__name__])[0]
+    print(f'error: {first[:300]}; {kept}; {_resume_hint()}', file=sys.stderr)
     sys.exit(1)

@@ -322,15 +322,66 @@ def checkpoint_files(prefix):
 
 
 def keep_milestone(prefix, run_dir):
-  """Copies checkpoint ``prefix`` into ``checkpoints/milestones/`` for good."""
+  """Copies checkpoint ``prefix`` into ``checkpoints/milestones/`` for good.
+
+  Each file goes to a temporary name first, removed if the copy fails (a full
+  disk, say): a failed copy leaves no partial file, and the milestone is made
+  again on resuming (``restore_milestones``) while its source is kept.
+  """
   target = milestone_dir(run_dir)
   os.makedirs(target, exist_ok=True)
   # Data files first, the index last: a milestone is complete once its
   # index exists.
   for f in sorted(checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
     tmp = os.path.join(target, '.tmp-' + os.path.basename(f))
-    shutil.copyfile(f, tmp)
-    os.replace(tmp, os.path.join(target, os.path.basename(f)))
+    try:
+      shutil.copyfile(f, tmp)
+      os.replace(tmp, os.path.join(target, os.path.basename(f)))
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+
+def restore_milestones(run_dir, milestones, epoch, warn=None):
+  """Makes again the milestones up to ``epoch`` that a failed copy left out,
+  from the rolling checkpoint when it is still there; says once, for each
+  that cannot be made, that it is missing.
+
+  Returns:
+    The milestone epochs that are missing for good.
+  """
+  warn = warn or (lambda msg: print(msg, file=sys.stderr))
+  missing = []
+  for m in sorted(e for e in milestones if e <= epoch):
+    if tf.io.gfile.exists(os.path.join(milestone_dir(run_dir), f'ckpt-{m}.index')):
+      continue
+    rolling = os.path.join(checkpoint_dir(run_dir), f'ckpt-{m}')
+    if tf.io.gfile.exists(rolling + '.index'):
+      keep_milestone(rolling, run_dir)
+      continue
+    missing.append(m)
+  for pattern in ('.tmp-*',):  # a killed copy's leftovers
+    for f in tf.io.gfile.glob(os.path.join(milestone_dir(run_dir), pattern)):
+      os.remove(f)
+  if missing:
+    warn(f'warning: {run_dir}: no checkpoint is left of milestone epoch(s) '
+         f'{", ".join(map(str, missing))} (a copy failed after its source rolled over); '
+         'the learning curve will lack them')
+  return missing
+
+
+def check_writable(run_dir):
+  """Raises ``RunDirError`` now, not after an epoch, if the run's checkpoint
+  directory cannot be written."""
+  target = checkpoint_dir(run_dir)
+  try:
+    os.makedirs(target, exist_ok=True)
+    probe = os.path.join(target, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise RunDirError(f'{target}: cannot be written ({e.strerror}); nothing was trained') from None
 
 
 def epoch_of(prefix):

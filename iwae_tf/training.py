@@ -154,6 +154,11 @@ def epoch_batches(x_train, batch_size, seed, first_epoch, last_epoch, steps_per_
 class TensorBoardSummaries(keras.callbacks.Callback):
   """Per-step training loss; per-epoch L_k, learning rate and active units.
 
+  An epoch's scalars are measured (and checked finite) at its end, before the
+  checkpoint is saved, but written only after it (``Writer``, a callback that
+  follows ``SaveCheckpoint``): an epoch that is redone on resuming, because
+  the run stopped before its checkpoint, never appears twice in TensorBoard.
+
   Args:
     log_dir: TensorBoard directory.
     k: samples for the per-epoch bound.
@@ -172,10 +177,35 @@ class TensorBoardSummaries(keras.callbacks.Callback):
                          if valid is not None and len(valid) else None)
     self._estimator = None
     self._prev = (0, 0.0)
+    self._pending = []  # (writer, tag, value, step) of the epoch not yet checkpointed
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch_start = int(self.model.optimizer.iterations.numpy())
     self._prev = (0, 0.0)
+    self._pending = []
+
+  def _scalar(self, writer, tag, value, step):
+    self._pending.append((writer, tag, float(value), int(step)))
+
+  def write_pending(self):
+    """Writes the scalars measured since the epoch began."""
+    for writer in {w for w, *_ in self._pending}:
+      with writer.as_default():
+        for w, tag, value, step in self._pending:
+          if w is writer:
+            tf.summary.scalar(tag, value, step=step)
+      writer.flush()
+    self._pending = []
+
+  class Writer(keras.callbacks.Callback):
+    """Writes its ``TensorBoardSummaries``' epoch once the checkpoint is saved."""
+
+    def __init__(self, summaries):
+      super().__init__()
+      self.summaries = summaries
+
+    def on_epoch_end(self, epoch, logs=None):
+      self.summaries.write_pending()
 
   def on_train_batch_end(self, batch, logs=None):
     # Keras reports the running mean over the epoch's optimisation steps;
@@ -187,8 +217,7 @@ class TensorBoardSummaries(keras.callbacks.Callback):
     n0, mean0 = self._prev
     if n > n0:
       chunk_mean = (n * mean - n0 * mean0) / (n - n0)
-      with self.train_writer.as_default():
-        tf.summary.scalar('loss_per_step', chunk_mean, step=step)
+      self._scalar(self.train_writer, 'loss_per_step', chunk_mean, step)
     self._prev = (n, mean)
 
   def on_epoch_end(self, epoch, logs=None):
@@ -196,20 +225,18 @@ class TensorBoardSummaries(keras.callbacks.Callback):
       self._estimator = metrics.Estimator(self.model.model)  # the Trainer's model
     step = epoch + 1  # epochs completed
     lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-    with self.train_writer.as_default():
-      tf.summary.scalar('epoch_loss', logs['loss'], step=step)
-      tf.summary.scalar('learning_rate', lr, step=step)
-      lk = self._estimator.log_likelihood(self.train_subset, self.k, self.seed).mean()
-      check_finite(lk, f'L_{self.k} on the training subset', f'epoch {step}', self.run_dir)
-      tf.summary.scalar(f'L_{self.k}', lk, step=step)
-      variances = metrics.posterior_mean_variances(self.model.model, self.train_subset, self.seed)
-      for l, count in enumerate(metrics.active_units(variances)):
-        tf.summary.scalar(f'active_units/h{l + 1}', count, step=step)
+    train = self.train_writer
+    self._scalar(train, 'epoch_loss', logs['loss'], step)
+    self._scalar(train, 'learning_rate', lr, step)
+    lk = self._estimator.log_likelihood(self.train_subset, self.k, self.seed).mean()
+    check_finite(lk, f'L_{self.k} on the training subset', f'epoch {step}', self.run_dir)
+    self._scalar(train, f'L_{self.k}', lk, step)
+    variances = metrics.posterior_mean_variances(self.model.model, self.train_subset, self.seed)
+    for l, count in enumerate(metrics.active_units(variances)):
+      self._scalar(train, f'active_units/h{l + 1}', count, step)
     if self.valid_writer is not None:
-      with self.valid_writer.as_default():
-        lk = self._estimator.log_likelihood(self.valid, self.k, self.seed).mean()
-        tf.summary.scalar(f'L_{self.k}', lk, step=step)
-    self.train_writer.flush()
+      lk = self._estimator.log_likelihood(self.valid, self.k, self.seed).mean()
+      self._scalar(self.valid_writer, f'L_{self.k}', lk, step)
 
 
 class Progress(keras.callbacks.Callback):
@@ -384,6 +411,7 @@ def train(config):
 def _train(config, strategy, chief, splits):
   if chief:
     rundir.prepare_run_dir(config, splits)
+    rundir.check_writable(config.run_dir)
   keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(config, splits.x_train)
@@ -415,16 +443,21 @@ def _train(config, strategy, chief, splits):
   callbacks = [keras.callbacks.LearningRateScheduler(
       config.learning_rate),
                StopOnDivergence(config.run_dir)]
+  summaries = None
   if chief:
     subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
                                      config.data.eval_seed)
     valid = (data_lib.binarize_fixed(splits.x_valid, config.data.eval_seed)
              if len(splits.x_valid) else None)
-    callbacks.append(TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
-                                          config.objective.k, subset, valid,
-                                          config.data.eval_seed, config.run_dir))
+    summaries = TensorBoardSummaries(os.path.join(config.run_dir, 'tensorboard'),
+                                     config.objective.k, subset, valid,
+                                     config.data.eval_seed, config.run_dir)
+    callbacks.append(summaries)
+    rundir.restore_milestones(config.run_dir, config.milestones, start)
   callbacks.append(SaveCheckpoint(manager, epoch_var, config.milestones,
                                   config.run_dir if chief else None))
+  if summaries is not None:
+    callbacks.append(TensorBoardSummaries.Writer(summaries))
   try:
     fit_epochs(trainer, splits.x_train, config, start, total, callbacks, strategy)
   finally:

@@ -32,7 +32,7 @@ def test_diverging_run_stops_before_saving_anything_non_finite(tmp_path, monkeyp
   good one stays the latest."""
   real = config.learning_rate
   monkeypatch.setattr(config, 'learning_rate',
-                      lambda epoch, base=1e-3, schedule="paper": (real(epoch, base, schedule) if epoch < 2 else 1e4))
+                      lambda epoch, base=1e-3, schedule="paper", **kw: (real(epoch, base, schedule, **kw) if epoch < 2 else 1e4))
   run = tmp_path / 'run'
   with pytest.raises(training.DivergenceError, match=r'(step|epoch) \d+: .* (is (nan|inf|-inf)|has \d+ non-finite values)'):
     training.train(tiny_config(run, epochs=8))

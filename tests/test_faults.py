@@ -1,0 +1,125 @@
+"""Faults from outside the program: signals, a full disk, an unwritable run
+directory, a second process (test_training), on tiny runs."""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iwae_tf import logs
+from iwae_tf import rundir
+from iwae_tf import training
+
+from test_training import ROOT, tiny_config
+
+ARGS = ['--latents=3', '--hidden=16', '--k=2', '--schedule=poster', '--epochs=30',
+        '--limit_train=200', '--steps_per_execution=2', '--verbose=0']
+
+
+def _train(run, extra=()):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *ARGS, *extra,
+                           f'--run_dir={run}'], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_epoch(p, run, epoch, timeout=300):
+  index = run / 'checkpoints' / 'checkpoint'
+  deadline = time.time() + timeout
+  while time.time() < deadline and p.poll() is None:
+    if index.exists() and f'ckpt-{epoch}"' in index.read_text():
+      return
+    time.sleep(0.02)
+  raise AssertionError(p.communicate())
+
+
+@pytest.mark.parametrize('sig,status,name', [(signal.SIGTERM, 143, 'SIGTERM'),
+                                             (signal.SIGINT, 130, 'Ctrl-C')])
+def test_a_signal_mid_epoch_is_one_line_and_the_rerun_logs_every_epoch_once(
+    tmp_path, sig, status, name):
+  run = tmp_path / 'run'
+  p = _train(run)
+  _wait_for_epoch(p, run, 3)
+  time.sleep(0.1)  # into the next epoch
+  p.send_signal(sig)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == status, err
+  assert err.strip().splitlines() == [err.strip()], err  # one line, no traceback
+  assert err.startswith(f'stopped ({name}): every checkpoint') and 'to resume' in err
+  p = _train(run)
+  out, err = p.communicate(timeout=600)
+  assert p.returncode == 0, err
+  s = logs.read_scalars(str(run / 'tensorboard'))
+  for tag in ('train/epoch_loss', 'train/loss_per_step', 'train/L_2'):
+    steps = [step for step, _ in s[tag]]
+    assert steps == sorted(set(steps)), (tag, steps)  # each once, in order
+  assert [step for step, _ in s['train/epoch_loss']] == list(range(1, 31))
+
+
+def test_a_full_disk_while_copying_a_milestone(tmp_path, monkeypatch):
+  """ENOSPC in the middle of a milestone's copy: the run stops (one line from
+  the command line), no temporary file is left, and resuming makes the
+  milestone again from the rolling checkpoint."""
+  run = tmp_path / 'run'
+  real = shutil.copyfile
+
+  def full(src, dst, *a, **kw):
+    if 'ckpt-4' in src:
+      with open(dst, 'wb') as f:
+        f.write(b'partial')
+      raise OSError(errno.ENOSPC, 'No space left on device', dst)
+    return real(src, dst, *a, **kw)
+
+  monkeypatch.setattr(shutil, 'copyfile', full)
+  with pytest.raises(OSError, match='No space left'):
+    training.train(tiny_config(run, epochs=6))
+  milestones = run / 'checkpoints' / 'milestones'
+  assert sorted(os.listdir(milestones)) == ['ckpt-1.data-00000-of-00001', 'ckpt-1.index']
+  monkeypatch.setattr(shutil, 'copyfile', real)
+  training.train(tiny_config(run, epochs=6))
+  assert sorted(f for f in os.listdir(milestones) if f.endswith('.index')) == [
+      'ckpt-1.index', 'ckpt-4.index']
+  assert not [f for f in os.listdir(milestones) if f.startswith('.tmp')]
+
+
+def test_a_lost_milestone_is_named_once(tmp_path, capsys):
+  run = str(tmp_path / 'run')
+  training.train(tiny_config(run, epochs=2))
+  os.makedirs(rundir.milestone_dir(run), exist_ok=True)
+  for f in os.listdir(rundir.milestone_dir(run)):
+    os.remove(os.path.join(rundir.milestone_dir(run), f))
+  for f in rundir.checkpoint_files(os.path.join(rundir.checkpoint_dir(run), 'ckpt-1')):
+    os.remove(f)
+  assert rundir.restore_milestones(run, (1, 4), 2) == [1]
+  err = capsys.readouterr().err
+  assert err.count('milestone epoch(s) 1 ') == 1
+
+
+def test_an_unwritable_checkpoint_directory_is_found_before_training(tmp_path):
+  run = tmp_path / 'run'
+  run.mkdir()
+  (run / 'checkpoints').write_text('a file where the checkpoints should go')
+  with pytest.raises(rundir.RunDirError, match='cannot be written.*nothing was trained'):
+    training.train(tiny_config(run, epochs=1))
+
+
+def test_a_full_disk_from_the_command_line_is_one_line(tmp_path):
+  """The same fault through train.py: one line, exit 1, the resume command."""
+  run = tmp_path / 'run'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  code = ('import errno, shutil, sys, runpy\n'
+          'def full(src, dst, *a, **k): raise OSError(errno.ENOSPC, "No space left on device", dst)\n'
+          'shutil.copyfile = full\n'
+          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs=2", "--run_dir={run}"]\n'
+          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
+  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 1, p.stderr
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ') and 'No space left on device' in lines[0]
+  assert 'to resume' in lines[0] and 'kept' in lines[0]
