@@ -25,7 +25,9 @@ import glob
 import json
 import os
 import shutil
+import sys
 import time
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +35,7 @@ import tensorflow as tf
 from iwae_tf import config as config_lib
 from iwae_tf import data as data_lib
 from iwae_tf import errors
+from iwae_tf import memory
 from iwae_tf import metrics
 from iwae_tf import rundir
 from iwae_tf import training
@@ -278,6 +281,9 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   if not os.path.isdir(run_dir):
     raise EvaluationError(f'{run_dir}: no such run directory')
   config, model, path, epoch = restore(run_dir, checkpoint)
+  if not memory.device_has_own_memory():
+    memory.check_fits(min(chunk, k_nll) * batch_size, config.model,
+                      f'--chunk={chunk} at --batch_size={batch_size}', ('chunk', batch_size))
   output = output or rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
   if os.path.exists(output) and not overwrite:
     raise EvaluationError(f'{output}: exists{_summary_of(output)}; to measure again, pass '
@@ -389,12 +395,22 @@ def full_test_set(r):
   return r.get('num_test') == r.get('test_size', 10000)
 
 
-def read_results(results_root=rundir.RESULTS_ROOT):
+def _warn(message):
+  print(f'warning: {message}', file=sys.stderr)
+
+
+def read_results(results_root=rundir.RESULTS_ROOT, warn=_warn):
   """Every full-test-set result under ``results_root/<run>/``; each gets
-  ``run`` (its folder's name) and ``path`` (of its JSON file)."""
+  ``run`` (its folder's name) and ``path`` (of its JSON file). A file that
+  cannot be read or parsed (cut short, say) is skipped with one line naming it."""
   for path in sorted(glob.glob(os.path.join(results_root, '*', 'eval-*.json'))):
-    with open(path) as f:
-      r = json.load(f)
+    try:
+      with open(path) as f:
+        r = json.load(f)
+      r['test']['nll']['mean']  # pylint: disable=pointless-statement
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      warn(f'{path}: unreadable result ({type(e).__name__}: {str(e)[:80]}); left out')
+      continue
     if full_test_set(r):
       r['run'], r['path'] = os.path.basename(os.path.dirname(path)), path
       yield r
@@ -687,8 +703,12 @@ def per_image(result, name='test_log_likelihood'):
   path = os.path.join(os.path.dirname(result['path']), result['per_image'])
   if not os.path.exists(path):
     return None
-  with np.load(path) as f:
-    return f[name].astype(np.float64) if name in f else None
+  try:
+    with np.load(path) as f:
+      return f[name].astype(np.float64) if name in f else None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    _warn(f'{path}: unreadable per-image values ({type(e).__name__}); pairs with it left out')
+    return None
 
 
 def paired_differences(results):

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from iwae_tf import data as data_lib
 from iwae_tf import distribute
+from iwae_tf import memory
 from iwae_tf import errors
 from iwae_tf import metrics
 from iwae_tf import model as model_lib
@@ -398,6 +399,10 @@ def train(config):
   strategy = distribute.make_strategy(config.strategy, config.devices)
   distribute.check_batch(config.optim.batch_size, strategy)
   chief = distribute.is_chief(strategy)
+  if not memory.device_has_own_memory():
+    groups, batch = config.objective.groups, config.optim.batch_size
+    memory.check_fits(config.objective.k * groups * batch, config.model,
+                      f'--k={config.objective.k} at --batch_size={batch}', ('k', groups * batch))
   splits = data_lib.make_splits(config.data)
   if len(splits.x_train) < config.optim.batch_size:
     raise data_lib.DataError(f'{splits.source}: {len(splits.x_train)} training images '

@@ -409,8 +409,13 @@ def main(argv):
   path = os.path.join(FLAGS.out_dir, 'measurements.json')
   measurements = {}
   if os.path.exists(path):
-    with open(path) as f:
-      measurements = json.load(f)  # the entries of figures not redrawn are kept
+    try:
+      with open(path) as f:
+        measurements = json.load(f)  # the entries of figures not redrawn are kept
+    except ValueError as e:
+      from iwae_tf import errors
+      raise errors.IWAEError(f'{path}: unreadable ({e}); restore it (git checkout {path}) '
+                             'or remove it to start it anew') from None
   drawn = {}
   for name, make in figures.items():
     if not FLAGS.figures or name in FLAGS.figures:
@@ -424,4 +429,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(lambda argv: cli.run_main(main, argv))

@@ -123,3 +123,60 @@ def test_a_full_disk_from_the_command_line_is_one_line(tmp_path):
   lines = p.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error: ') and 'No space left on device' in lines[0]
   assert 'to resume' in lines[0] and 'kept' in lines[0]
+
+
+def test_a_damaged_results_file_is_named_and_left_out(tmp_path, capsys):
+  """A result JSON cut short and a per-image file cut short: the tables skip
+  them with a line naming each; nothing is rewritten."""
+  import numpy as np
+  from iwae_tf import evaluation
+  from test_evaluation import write_result
+  ll = np.random.default_rng(0).normal(-90, 20, 10000)
+  write_result(tmp_path, 'vae_k5_50_poster', 'vae', 5, ll)
+  write_result(tmp_path, 'iwae_k5_50_poster', 'iwae', 5, ll + 1)
+  good = (tmp_path / 'iwae_k5_50_poster' / 'eval-70.json').read_text()
+  (tmp_path / 'iwae_k5_50_poster' / 'eval-71.json').write_text(good[:len(good) // 2])
+  npz = tmp_path / 'vae_k5_50_poster' / 'eval-70.npz'
+  npz.write_bytes(npz.read_bytes()[:100])
+  results = list(evaluation.read_results(str(tmp_path)))
+  assert sorted(r['run'] for r in results) == ['iwae_k5_50_poster', 'vae_k5_50_poster']
+  markdown = evaluation.table(evaluation.newest(results))
+  err = capsys.readouterr().err.splitlines()
+  assert any('eval-71.json: unreadable result (JSONDecodeError' in l for l in err), err
+  assert any('eval-70.npz: unreadable per-image values' in l for l in err), err
+  assert 'Paired differences' not in markdown  # the pair lost its per-image values
+  assert (tmp_path / 'iwae_k5_50_poster' / 'eval-71.json').read_text() == good[:len(good) // 2]
+
+
+def test_an_impossible_k_is_refused_with_the_largest_that_fits(tmp_path):
+  from iwae_tf import config, memory
+  paper = config.ModelConfig()
+  assert memory.bytes_per_path(paper) == 4 * 2568
+  # The 206 GiB XLA asked for k = 1e6 at batch 20, within a tenth.
+  assert abs(2e7 * memory.bytes_per_path(paper) / 2**30 - 206) < 21
+  with pytest.raises(memory.MemoryEstimateError, match=r'--k=1000000 at --batch_size=20 needs '
+                     r'about 191.3 GiB .* 24.0 GiB .* largest --k that fits is about 125,'):
+    memory.check_fits(20_000_000, paper, '--k=1000000 at --batch_size=20', ('k', 20),
+                      available=24 * 2**30)
+  memory.check_fits(50 * 20, paper, 'k=50', ('k', 20), available=24 * 2**30)  # fits
+  p = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--k=1000000',
+                      f'--run_dir={tmp_path / "run"}'], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert p.returncode == 1
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'largest --k that fits' in lines[0], p.stderr
+  assert not (tmp_path / 'run').exists()  # refused before anything was made
+
+
+def test_a_damaged_measurements_file_stops_the_figure_script_in_one_line(tmp_path):
+  (tmp_path / 'measurements.json').write_text('{"nll_vs_k": ')
+  p = subprocess.run([sys.executable, os.path.join(ROOT, 'plots', 'regenerate.py'),
+                      '--figures=nll_vs_k', f'--out_dir={tmp_path}'], cwd=ROOT,
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert p.returncode == 1
+  assert p.stderr.strip().splitlines() == [l for l in p.stderr.strip().splitlines()
+                                           if l.startswith('error: ')] != []
+  assert 'measurements.json: unreadable' in p.stderr
+  assert sorted(os.listdir(tmp_path)) == ['measurements.json']  # nothing drawn, nothing changed
+  assert (tmp_path / 'measurements.json').read_text() == '{"nll_vs_k": '
