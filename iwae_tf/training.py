@@ -409,8 +409,16 @@ def train(config):
                              f'is fewer than one batch of {config.optim.batch_size}')
   if not chief:
     return _train(config, strategy, chief, splits)
-  with rundir.locked(config.run_dir):
-    return _train(config, strategy, chief, splits)
+  existed = os.path.exists(config.run_dir)
+  try:
+    with rundir.locked(config.run_dir):
+      return _train(config, strategy, chief, splits)
+  except BaseException:
+    # A command refused or stopped before its first checkpoint leaves no run
+    # directory behind if it made one: the corrected command starts afresh.
+    if not existed and not rundir.saved_checkpoints(config.run_dir):
+      shutil.rmtree(config.run_dir, ignore_errors=True)
+    raise
 
 
 def _train(config, strategy, chief, splits):

@@ -180,3 +180,41 @@ def test_a_damaged_measurements_file_stops_the_figure_script_in_one_line(tmp_pat
   assert 'measurements.json: unreadable' in p.stderr
   assert sorted(os.listdir(tmp_path)) == ['measurements.json']  # nothing drawn, nothing changed
   assert (tmp_path / 'measurements.json').read_text() == '{"nll_vs_k": '
+
+
+def test_a_refused_command_leaves_no_run_directory_and_the_corrected_one_runs(tmp_path):
+  run = tmp_path / 'run'
+  cfg = tiny_config(run, epochs=1)
+  bad = type(cfg)(**{**cfg.__dict__, 'init_from': str(tmp_path / 'nonexistent')})
+  with pytest.raises(rundir.RunDirError, match='not a run directory'):
+    training.train(bad)
+  assert not run.exists()
+  training.train(cfg)  # the corrected command is not refused
+  assert rundir.saved_checkpoints(str(run))
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_logged_once(tmp_path):
+  """TensorFlow's ResourceExhaustedError from a checkpoint's save in epoch 3:
+  one line, exit 1; the rerun finishes with every epoch in TensorBoard once."""
+  run = tmp_path / 'run'
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  code = ('import sys, runpy\nfrom iwae_tf import cli\n'
+          'with cli.filtered_stderr():\n  import tensorflow as tf\n'
+          'real = tf.train.CheckpointManager.save\n'
+          'def save(self, checkpoint_number=None, **kw):\n'
+          '  if checkpoint_number == 3:\n'
+          '    raise tf.errors.ResourceExhaustedError(None, None, "ckpt-3.data: No space left on device")\n'
+          '  return real(self, checkpoint_number=checkpoint_number, **kw)\n'
+          'tf.train.CheckpointManager.save = save\n'
+          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs=5", "--run_dir={run}"]\n'
+          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
+  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
+                     text=True, timeout=300)
+  assert p.returncode == 1, p.stderr
+  lines = p.stderr.strip().splitlines()
+  assert len(lines) == 1 and 'No space left on device' in lines[0] and 'to resume' in lines[0]
+  p = _train(run, ['--epochs=5'])
+  out, err = p.communicate(timeout=300)
+  assert p.returncode == 0, err
+  s = logs.read_scalars(str(run / 'tensorboard'))
+  assert [step for step, _ in s['train/epoch_loss']] == [1, 2, 3, 4, 5]
