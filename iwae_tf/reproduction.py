@@ -23,7 +23,6 @@ better: ``bench/bench_parallel_runs.py``). Every step's output goes to
 """
 
 import dataclasses
-import fcntl
 import glob
 import json
 import os
@@ -203,20 +202,11 @@ def status(exps, roots):
 def _queue_lock(roots):
   """Holds ``RUNS/.queue.lock`` for the life of the process: one queue at a time."""
   os.makedirs(roots.runs, exist_ok=True)
-  f = open(os.path.join(roots.runs, '.queue.lock'), 'a+')
   try:
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-  except BlockingIOError:
-    f.seek(0)
-    holder = f.read().strip() or 'unknown'
-    f.close()
-    raise QueueError(f'{roots.runs}: another reproduce.py (process id {holder}) is running '
+    return rundir.hold_lock(os.path.join(roots.runs, '.queue.lock'))
+  except BlockingIOError as e:
+    raise QueueError(f'{roots.runs}: another reproduce.py (process id {e.holder}) is running '
                      'this queue; it resumes every run itself') from None
-  f.seek(0)
-  f.truncate()
-  f.write(f'{os.getpid()}\n')
-  f.flush()
-  return f
 
 
 class Queue:

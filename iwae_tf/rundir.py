@@ -125,30 +125,49 @@ def lock_path(run_dir):
   return os.path.join(run_dir, 'lock')
 
 
+def hold_lock(path):
+  """Opens ``path`` and holds an exclusive ``flock`` on it, writing this
+  process's id there; the operating system drops the lock when the process
+  ends, however it ends.
+
+  Returns:
+    The open file: the lock lasts until it is closed.
+
+  Raises:
+    BlockingIOError: another process holds it; ``holder`` is its process id
+      as written in the file.
+  """
+  f = open(path, 'a+')
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError as e:
+    f.seek(0)
+    e.holder = f.read().strip() or 'unknown'
+    f.close()
+    raise
+  f.seek(0)
+  f.truncate()
+  f.write(f'{os.getpid()}\n')
+  f.flush()
+  return f
+
+
 @contextlib.contextmanager
 def locked(run_dir):
-  """Holds the run directory's lock (``RUN/lock``) while the block runs.
-
-  A ``flock`` on an open file: the operating system drops it when the
-  holder dies, however it dies, so a killed run never blocks its own resume.
-  The directory is made if it does not exist.
+  """Holds the run directory's lock (``RUN/lock``, ``hold_lock``) while the
+  block runs, so a killed run never blocks its own resume. The directory is
+  made if it does not exist.
 
   Raises:
     RunDirError: another process holds the lock (its process id is named).
   """
   os.makedirs(run_dir, exist_ok=True)
-  with open(lock_path(run_dir), 'a+') as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      f.seek(0)
-      holder = f.read().strip() or 'unknown'
-      raise RunDirError(f'{run_dir}: in use by another process (process id {holder}); '
-                        'wait for it to end, or stop it, then rerun') from None
-    f.seek(0)
-    f.truncate()
-    f.write(f'{os.getpid()}\n')
-    f.flush()
+  try:
+    f = hold_lock(lock_path(run_dir))
+  except BlockingIOError as e:
+    raise RunDirError(f'{run_dir}: in use by another process (process id {e.holder}); '
+                      'wait for it to end, or stop it, then rerun') from None
+  with f:
     try:
       yield
     finally:

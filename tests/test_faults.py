@@ -28,6 +28,18 @@ def _train(run, extra=()):
                           stderr=subprocess.PIPE, text=True)
 
 
+def _train_with_fault(fault, run, epochs):
+  """train.py in a process whose ``fault`` (Python source) replaced a function
+  first; returns its stderr lines after checking it exited 1."""
+  code = (f'import sys, runpy\n{fault}\n'
+          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs={epochs}", "--run_dir={run}"]\n'
+          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
+  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                     timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert p.returncode == 1, p.stderr
+  return p.stderr.strip().splitlines()
+
+
 def _wait_for_epoch(p, run, epoch, timeout=300):
   index = run / 'checkpoints' / 'checkpoint'
   deadline = time.time() + timeout
@@ -110,17 +122,10 @@ def test_an_unwritable_checkpoint_directory_is_found_before_training(tmp_path):
 
 def test_a_full_disk_from_the_command_line_is_one_line(tmp_path):
   """The same fault through train.py: one line, exit 1, the resume command."""
-  run = tmp_path / 'run'
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  code = ('import errno, shutil, sys, runpy\n'
-          'def full(src, dst, *a, **k): raise OSError(errno.ENOSPC, "No space left on device", dst)\n'
-          'shutil.copyfile = full\n'
-          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs=2", "--run_dir={run}"]\n'
-          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
-  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=300)
-  assert p.returncode == 1, p.stderr
-  lines = p.stderr.strip().splitlines()
+  lines = _train_with_fault(
+      'import errno, shutil\n'
+      'def full(src, dst, *a, **k): raise OSError(errno.ENOSPC, "No space left on device", dst)\n'
+      'shutil.copyfile = full', tmp_path / 'run', 2)
   assert len(lines) == 1 and lines[0].startswith('error: ') and 'No space left on device' in lines[0]
   assert 'to resume' in lines[0] and 'kept' in lines[0]
 
@@ -197,21 +202,15 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_logged_once(tmp_p
   """TensorFlow's ResourceExhaustedError from a checkpoint's save in epoch 3:
   one line, exit 1; the rerun finishes with every epoch in TensorBoard once."""
   run = tmp_path / 'run'
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
-  code = ('import sys, runpy\nfrom iwae_tf import cli\n'
-          'with cli.filtered_stderr():\n  import tensorflow as tf\n'
-          'real = tf.train.CheckpointManager.save\n'
-          'def save(self, checkpoint_number=None, **kw):\n'
-          '  if checkpoint_number == 3:\n'
-          '    raise tf.errors.ResourceExhaustedError(None, None, "ckpt-3.data: No space left on device")\n'
-          '  return real(self, checkpoint_number=checkpoint_number, **kw)\n'
-          'tf.train.CheckpointManager.save = save\n'
-          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs=5", "--run_dir={run}"]\n'
-          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
-  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True,
-                     text=True, timeout=300)
-  assert p.returncode == 1, p.stderr
-  lines = p.stderr.strip().splitlines()
+  lines = _train_with_fault(
+      'from iwae_tf import cli\n'
+      'with cli.filtered_stderr():\n  import tensorflow as tf\n'
+      'real = tf.train.CheckpointManager.save\n'
+      'def save(self, checkpoint_number=None, **kw):\n'
+      '  if checkpoint_number == 3:\n'
+      '    raise tf.errors.ResourceExhaustedError(None, None, "ckpt-3.data: No space left on device")\n'
+      '  return real(self, checkpoint_number=checkpoint_number, **kw)\n'
+      'tf.train.CheckpointManager.save = save', run, 5)
   assert len(lines) == 1 and 'No space left on device' in lines[0] and 'to resume' in lines[0]
   p = _train(run, ['--epochs=5'])
   out, err = p.communicate(timeout=300)
