@@ -10,7 +10,6 @@ floats, 10.3 KB a path, which matches the 206 GiB that XLA tried to allocate
 for ``--k=1000000`` at batch 20 (2e7 paths; 10.3 KB each).
 """
 
-import os
 
 from iwae_tf import errors
 

@@ -32,7 +32,6 @@ import sys
 import time
 
 from iwae_tf import errors
-from iwae_tf import experiments
 from iwae_tf import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
