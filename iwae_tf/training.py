@@ -18,7 +18,9 @@ for good at the end of each schedule stage (``rundir.py``).
 
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 
 import keras
@@ -156,9 +158,9 @@ class TensorBoardSummaries(keras.callbacks.Callback):
   """Per-step training loss; per-epoch L_k, learning rate and active units.
 
   An epoch's scalars are measured (and checked finite) at its end, before the
-  checkpoint is saved, but written only after it (``Writer``, a callback that
-  follows ``SaveCheckpoint``): an epoch that is redone on resuming, because
-  the run stopped before its checkpoint, never appears twice in TensorBoard.
+  checkpoint is saved, but written only after it (by ``SaveCheckpoint``): an
+  epoch that is redone on resuming, because the run stopped before its
+  checkpoint, never appears twice in TensorBoard.
 
   Args:
     log_dir: TensorBoard directory.
@@ -197,16 +199,6 @@ class TensorBoardSummaries(keras.callbacks.Callback):
             tf.summary.scalar(tag, value, step=step)
       writer.flush()
     self._pending = []
-
-  class Writer(keras.callbacks.Callback):
-    """Writes its ``TensorBoardSummaries``' epoch once the checkpoint is saved."""
-
-    def __init__(self, summaries):
-      super().__init__()
-      self.summaries = summaries
-
-    def on_epoch_end(self, epoch, logs=None):
-      self.summaries.write_pending()
 
   def on_train_batch_end(self, batch, logs=None):
     # Keras reports the running mean over the epoch's optimisation steps;
@@ -308,19 +300,35 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 class SaveCheckpoint(keras.callbacks.Callback):
   """Saves model, optimizer, generator state and the epoch count each epoch,
-  and keeps for good a copy of the checkpoints at ``milestones`` epochs in
-  ``run_dir`` (None: no milestones, as for a non-chief worker)."""
+  keeps for good a copy of the checkpoints at ``milestones`` epochs in
+  ``run_dir`` (None: no milestones, as for a non-chief worker), then writes
+  the epoch's TensorBoard scalars (``summaries``, or None).
 
-  def __init__(self, manager, epoch_var, milestones=(), run_dir=None):
+  Ctrl-C and SIGTERM are held back from the save to the scalars' writing, so
+  that a signal leaves either both or neither: an epoch is logged once.
+  """
+
+  def __init__(self, manager, epoch_var, milestones=(), run_dir=None, summaries=None):
     super().__init__()
     self.manager, self.epoch_var = manager, epoch_var
     self.milestones, self.run_dir = set(milestones), run_dir
+    self.summaries = summaries
 
   def on_epoch_end(self, epoch, logs=None):
-    self.epoch_var.assign(epoch + 1)
-    prefix = self.manager.save(checkpoint_number=epoch + 1)
-    if self.run_dir and epoch + 1 in self.milestones:
-      rundir.keep_milestone(prefix, self.run_dir)
+    held = {signal.SIGINT, signal.SIGTERM}
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+      signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+      self.epoch_var.assign(epoch + 1)
+      prefix = self.manager.save(checkpoint_number=epoch + 1)
+      if self.run_dir and epoch + 1 in self.milestones:
+        rundir.keep_milestone(prefix, self.run_dir)
+      if self.summaries is not None:
+        self.summaries.write_pending()
+    finally:
+      if main:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # a held signal arrives now
 
 
 def steps_per_execution(steps_per_epoch, requested):
@@ -468,9 +476,7 @@ def _train(config, strategy, chief, splits):
     callbacks.append(summaries)
     rundir.restore_milestones(config.run_dir, config.milestones, start)
   callbacks.append(SaveCheckpoint(manager, epoch_var, config.milestones,
-                                  config.run_dir if chief else None))
-  if summaries is not None:
-    callbacks.append(TensorBoardSummaries.Writer(summaries))
+                                  config.run_dir if chief else None, summaries))
   try:
     fit_epochs(trainer, splits.x_train, config, start, total, callbacks, strategy)
   finally:
