@@ -2,8 +2,10 @@
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 
 from iwae_tf import errors
 
@@ -74,6 +76,37 @@ def _on_sigterm(signum, frame):
   raise Terminated()
 
 
+@contextlib.contextmanager
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+  """Holds Ctrl-C and SIGTERM back for the body: one that arrives meanwhile
+  takes effect (its handler runs) when the body ends.
+
+  The Python-level handlers are swapped, not the thread's signal mask: a
+  signal sent to the process may be delivered to any of TensorFlow's threads,
+  and Python then runs its handler in the main thread whatever that thread's
+  mask says. Outside the main thread (where handlers cannot be set) the body
+  runs unguarded.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  arrived = []
+  old = {s: signal.signal(s, lambda signum, frame: arrived.append((signum, frame)))
+         for s in signums}
+  try:
+    yield
+  finally:
+    for s, handler in old.items():
+      signal.signal(s, handler)
+    if arrived:
+      signum, frame = arrived[0]
+      handler = old[signum]
+      if callable(handler):
+        handler(signum, frame)
+      elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
 # TensorFlow's errors that mean the world outside failed (a full disk, a file
 # that cannot be written), named so that this module need not import it.
 WORLD_ERRORS = ('ResourceExhaustedError', 'PermissionDeniedError', 'DataLossError',
@@ -96,7 +129,6 @@ def run_main(main, argv):
 
   Any other exception (a bug) keeps its traceback.
   """
-  import signal  # pylint: disable=import-outside-toplevel
   signal.signal(signal.SIGTERM, _on_sigterm)
   kept = 'every checkpoint and result already written is kept'
   try:

@@ -18,15 +18,14 @@ for good at the end of each schedule stage (``rundir.py``).
 
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from iwae_tf import cli
 from iwae_tf import data as data_lib
 from iwae_tf import distribute
 from iwae_tf import memory
@@ -315,20 +314,13 @@ class SaveCheckpoint(keras.callbacks.Callback):
     self.summaries = summaries
 
   def on_epoch_end(self, epoch, logs=None):
-    held = {signal.SIGINT, signal.SIGTERM}
-    main = threading.current_thread() is threading.main_thread()
-    if main:
-      signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
+    with cli.signals_held():
       self.epoch_var.assign(epoch + 1)
       prefix = self.manager.save(checkpoint_number=epoch + 1)
       if self.run_dir and epoch + 1 in self.milestones:
         rundir.keep_milestone(prefix, self.run_dir)
       if self.summaries is not None:
         self.summaries.write_pending()
-    finally:
-      if main:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)  # a held signal arrives now
 
 
 def steps_per_execution(steps_per_epoch, requested):

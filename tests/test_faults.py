@@ -7,10 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from iwae_tf import cli
 from iwae_tf import logs
 from iwae_tf import rundir
 from iwae_tf import training
@@ -71,6 +73,33 @@ def test_a_signal_mid_epoch_is_one_line_and_the_rerun_logs_every_epoch_once(
     steps = [step for step, _ in s[tag]]
     assert steps == sorted(set(steps)), (tag, steps)  # each once, in order
   assert [step for step, _ in s['train/epoch_loss']] == list(range(1, 31))
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_delivered_to_another_thread_waits_for_the_held_section(sig):
+  """A signal sent to the process may land on any of TensorFlow's threads;
+  Python then runs its handler in the main thread, whatever the main thread's
+  signal mask (which is why masking the main thread did not hold it back)."""
+  events, go = [], threading.Event()
+  old = signal.signal(sig, lambda signum, frame: events.append('handled'))
+
+  def send():  # from a thread made before the section, as TensorFlow's are
+    go.wait()
+    os.kill(os.getpid(), sig)
+
+  sender = threading.Thread(target=send)
+  sender.start()
+  try:
+    with cli.signals_held():
+      go.set()
+      sender.join()
+      for _ in range(50):  # bytecodes at which Python would run a pending handler
+        time.sleep(0.002)
+      events.append('section ended')
+    events.append('after')
+  finally:
+    signal.signal(sig, old)
+  assert events == ['section ended', 'handled', 'after']
 
 
 def test_a_full_disk_while_copying_a_milestone(tmp_path, monkeypatch):
