@@ -54,21 +54,22 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   cli.start_tensorflow()
-  from iwae_tf import config
-  from iwae_tf import evaluation
+  from iwae_tf import checkpoints, config, evaluation  # pylint: disable=import-outside-toplevel
+  from iwae_tf import results as results_lib  # pylint: disable=import-outside-toplevel
+  from iwae_tf import tables as tables_lib  # pylint: disable=import-outside-toplevel
   if FLAGS.table:
-    results = list(evaluation.read_results(FLAGS.results_root))
-    markdown = evaluation.table(evaluation.newest(results))
-    curve = evaluation.learning_curve_table(results)
+    results = list(results_lib.read_results(FLAGS.results_root))
+    markdown = tables_lib.table(results_lib.newest(results))
+    curve = tables_lib.learning_curve_table(results)
     print(markdown + (f'\nThe paper-schedule runs at the ends of its stages:\n\n{curve}'
                       if curve else ''), end='')
     if FLAGS.write:
-      evaluation.write_tables(results, FLAGS.write)
+      tables_lib.write_tables(results, FLAGS.write)
     return
   if not FLAGS.run_dir:
     raise app.UsageError('--run_dir is required (or --table)')
   if FLAGS.export:
-    path = evaluation.export_pretrained(FLAGS.run_dir, FLAGS.export, FLAGS.checkpoint)
+    path = checkpoints.export_pretrained(FLAGS.run_dir, FLAGS.export, FLAGS.checkpoint)
     print(f'exported {path}')
     return
   kwargs = dict(k_nll=FLAGS.k_nll, ks=config.parse_int_list(FLAGS.ks, 'ks'), seed=FLAGS.seed,

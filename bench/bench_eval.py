@@ -17,18 +17,16 @@ The full test set is 10x the default ``--images``: scale ``eval_s`` by that.
 
 import os
 import resource
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench import matmuls  # noqa: E402
-from iwae_tf import config as config_lib  # noqa: E402
-from iwae_tf import data as data_lib  # noqa: E402
+import matmuls  # noqa: E402  (this folder's own: the script's directory leads sys.path)
+from iwae_tf import datasets as data_lib  # noqa: E402
+from iwae_tf import experiments  # noqa: E402
 from iwae_tf import metrics  # noqa: E402
 from iwae_tf import training  # noqa: E402
 
@@ -46,9 +44,10 @@ def peak_rss_gib():
 
 def main(argv):
   del argv
-  mnist = data_lib.load_mnist()
-  x = data_lib.binarize_fixed(mnist.x_test[:FLAGS.images], 0)
-  model = training.build_model(config_lib.TrainConfig(), mnist.x_train)
+  mnist = data_lib.mnist.load()
+  cfg = experiments.run('iwae', 5).config()  # the paper's 1-layer model
+  x = data_lib.binarize_fixed(mnist.x_test[:FLAGS.images], cfg.data.eval_seed)
+  model = training.build_model(cfg, mnist.x_train)
   estimator = metrics.Estimator(model, batch_size=FLAGS.batch_size, chunk=FLAGS.chunk)
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {FLAGS.images} images, '
         f'batch {FLAGS.batch_size}, chunk {FLAGS.chunk}')

@@ -21,6 +21,7 @@ Pinning a real run: ``taskset -c 0 python train.py ...`` and
 ``taskset -c 1 python train.py ...``.
 """
 
+import dataclasses
 import itertools
 import os
 import subprocess
@@ -44,16 +45,15 @@ def worker(k, steps, core):
   if core is not None:
     os.sched_setaffinity(0, {core})  # before TensorFlow sizes its thread pools
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
   import numpy as np
-  from bench import matmuls
-  from iwae_tf import config as config_lib
-  from iwae_tf import data as data_lib
+  import matmuls
+  from iwae_tf import datasets as data_lib
+  from iwae_tf import experiments
   from iwae_tf import training
-  x = np.resize(data_lib.load_mnist().x_train, (steps * 20, 784))
-  cfg = config_lib.TrainConfig(objective=config_lib.ObjectiveConfig('iwae', k), verbose=0,
-                               steps_per_execution=min(300, steps))
+  x = np.resize(data_lib.mnist.load().x_train, (steps * 20, 784))
+  cfg = dataclasses.replace(experiments.run('iwae', k).config(), verbose=0,
+                            steps_per_execution=min(300, steps))
   trainer = training.build_trainer(cfg, training.build_model(cfg, x))
   trainer.compile(optimizer=training.build_optimizer(cfg, trainer), jit_compile=True)
   training.fit_epochs(trainer, x, cfg, 0, 1)  # compile

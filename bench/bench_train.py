@@ -19,21 +19,20 @@ Epochs, matmul loops and plain-step loops alternate, and the best of ``repeats``
 kept, since the machine is shared.
 """
 
+import dataclasses
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from iwae_tf import config as config_lib  # noqa: E402
-from iwae_tf import data as data_lib  # noqa: E402
+from iwae_tf import datasets as data_lib  # noqa: E402
+from iwae_tf import experiments  # noqa: E402
 from iwae_tf import training  # noqa: E402
-from bench import matmuls  # noqa: E402
+import matmuls  # noqa: E402  (this folder's own: the script's directory leads sys.path)
 
 flags.DEFINE_integer('steps', 3000, 'Training steps timed (3000 = one MNIST epoch).')
 flags.DEFINE_string('ks', '1,5,50', 'Values of k.')
@@ -81,14 +80,14 @@ def gradient_loop(trainer, steps):
 def main(argv):
   del argv
   ks = [int(k) for k in FLAGS.ks.split(',')]
-  mnist = data_lib.load_mnist()
+  mnist = data_lib.mnist.load()
   n = FLAGS.steps * BATCH
   x_train = np.resize(mnist.x_train, (n, mnist.x_train.shape[1]))
   print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, {FLAGS.steps} steps of batch {BATCH}')
   print(f"{'k':>4} {'epoch_s':>9} {'matmul_s':>9} {'ratio':>6} {'grads_s':>9} {'grads/matmul':>13}")
   for k in ks:
-    cfg = config_lib.TrainConfig(objective=config_lib.ObjectiveConfig('iwae', k),
-                                 steps_per_execution=FLAGS.steps_per_execution, verbose=0)
+    cfg = dataclasses.replace(experiments.run('iwae', k).config(), verbose=0,
+                              steps_per_execution=FLAGS.steps_per_execution)
     trainer = training.build_trainer(cfg, training.build_model(cfg, x_train))
     trainer.compile(optimizer=training.build_optimizer(cfg, trainer), jit_compile=True)
     run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)

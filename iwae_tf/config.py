@@ -1,49 +1,24 @@
-"""Frozen configuration of an experiment, and the paper's learning-rate schedule.
+"""Frozen configuration of an experiment.
 
 Flags live only in the entry points (``train.py``, ``evaluate.py``); they are
-mapped once to these dataclasses, which the library takes.
-
-Schedule (Burda et al. 2016, section 5): 8 stages ``i = 0..7``; stage ``i``
-runs ``3**i`` epochs at learning rate ``1e-3 * 10**(-i/7)``: 3280 epochs in
-all. The "poster" schedule is the same schedule cut after 70 epochs. The
-"continue" schedule is the original code's continuation of a trained model
-(the paper's Table 2): 3**7 = 2187 epochs at the last stage's rate, 1e-4.
-
-Procedures. ``paper`` follows the paper's text. ``original`` follows the
-authors' code (yburda/iwae), which departs from the text in five ways:
-
-* Adam with beta1 = 0.99 and the second moment initialised to ones, not
-  zeros (the step is otherwise Keras' Adam: ``alpha = lr sqrt(1 - beta2^t) /
-  (1 - beta1^t)``, ``t`` from 1 on and never reset between stages, applied
-  to ``m / (sqrt(v) + 1e-4)`` with ``m``, ``v`` uncorrected);
-* the objective summed over the minibatch's images, not averaged (the
-  gradients are ``batch_size`` times larger);
-* the minibatches in the data's own order, the same every epoch;
-* the last 400 training images held out (59,600 used);
-* stage ``i``'s learning rate ``base / 10 * round(10**(1 - i/7), 1)``
-  (7.2e-4, 5.2e-4, ... for ``base = 1e-3``) rather than ``base * 10**(-i/7)``.
-
-Its beta1 and held-out images are defaults of the flag mapping
-(``from_flags``), recorded in the configuration like any other value.
+mapped once to these dataclasses (``from_flags``), which the library takes.
+Their defaults are the paper's setup (``paper.py``, where the schedule and
+the original code's procedure are described).
 """
 
 import dataclasses
 import json
 from typing import Optional, Tuple
 
-from iwae_tf import data as data_lib
+from iwae_tf import datasets as data_lib
 from iwae_tf import errors
+from iwae_tf import paper
 
-PAPER_EPOCHS = sum(3**i for i in range(8))  # 3280
-# Epoch counts at which the paper's stages end: 1, 4, 13, 40, 121, 364, 1093, 3280.
-STAGE_ENDS = tuple(sum(3**j for j in range(i + 1)) for i in range(8))
 # The last stage (epochs 1094-3280) is two thirds of the run: its checkpoints are
 # also kept, and measured, every 500 epochs, so that its learning curve fills in.
 LAST_STAGE_EVERY = 500
-MILESTONES = tuple(sorted(set(STAGE_ENDS) | set(range(STAGE_ENDS[-2] + LAST_STAGE_EVERY,
-                                                       STAGE_ENDS[-1], LAST_STAGE_EVERY))))
-POSTER_EPOCHS = 70
-CONTINUE_EPOCHS = 3**7  # 2187
+MILESTONES = tuple(sorted(set(paper.STAGE_ENDS) | set(range(
+    paper.STAGE_ENDS[-2] + LAST_STAGE_EVERY, paper.STAGE_ENDS[-1], LAST_STAGE_EVERY))))
 # The registries of names. Each maps a name to its one-line help; the flags'
 # choices and help text, the checks below and the classes that implement the
 # names (objectives.ESTIMATORS, distribute.make_strategy) all derive from
@@ -58,8 +33,6 @@ PROCEDURES = {
     'paper': "the paper's text",
     'original': "the authors' code: Adam beta1 0.99 with v0 = 1, the loss summed over "
                 'the batch, a fixed batch order, 400 images held out, rounded rates'}
-# What --procedure=original changes in the defaults of other flags.
-ORIGINAL_DEFAULTS = {'beta1': 0.99, 'validation_size': 400}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +75,6 @@ class ConfigError(errors.IWAEError):
   """A configuration that cannot describe a valid experiment."""
 
 
-def default_hidden(latents):
-  """The paper's hidden sizes: 2 x 200 units below the first stochastic layer,
-  2 x 100 units between deeper stochastic layers."""
-  return tuple((200, 200) if i == 0 else (100, 100) for i in range(len(latents)))
-
-
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture.
@@ -119,8 +86,8 @@ class ModelConfig:
       network between it and the layer below (the decoder mirrors them).
     data_dim: number of pixels.
   """
-  latents: Tuple[int, ...] = (50,)
-  hidden: Tuple[Tuple[int, ...], ...] = ((200, 200),)
+  latents: Tuple[int, ...] = paper.LATENTS
+  hidden: Tuple[Tuple[int, ...], ...] = paper.hidden_sizes(paper.LATENTS)
   data_dim: int = 784
 
   def __post_init__(self):
@@ -173,11 +140,11 @@ class ObjectiveConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
   """Adam and the learning-rate schedule (paper's values by default)."""
-  learning_rate: float = 1e-3
-  beta1: float = 0.9
-  beta2: float = 0.999
-  epsilon: float = 1e-4
-  batch_size: int = 20
+  learning_rate: float = paper.ADAM['learning_rate']
+  beta1: float = paper.ADAM['beta1']
+  beta2: float = paper.ADAM['beta2']
+  epsilon: float = paper.ADAM['epsilon']
+  batch_size: int = paper.BATCH_SIZE
   schedule: str = 'paper'
 
   def __post_init__(self):
@@ -205,7 +172,7 @@ class DataConfig:
       from the end of the training set). 0 trains on all 60,000 as the paper.
     eval_seed: seed of the one fixed binarisation of evaluation data.
     limit_train: keep only the first N training images (tests, quick runs).
-    dataset: a name registered in ``data.DATASETS``.
+    dataset: a name registered in ``datasets.DATASETS``.
     shuffle_seed: shuffle the training set with this seed before holding out
       validation (None: no shuffle).
     binarization: ``dynamic`` (the paper) or ``fixed`` (the training set
@@ -273,8 +240,8 @@ class TrainConfig:
 
   @property
   def total_epochs(self):
-    full = {'paper': PAPER_EPOCHS, 'poster': POSTER_EPOCHS,
-            'continue': CONTINUE_EPOCHS}[self.optim.schedule]
+    full = {'paper': paper.PAPER_EPOCHS, 'poster': paper.POSTER_EPOCHS,
+            'continue': paper.CONTINUE_EPOCHS}[self.optim.schedule]
     return full if self.epochs is None else min(self.epochs, full)
 
   @property
@@ -288,8 +255,8 @@ class TrainConfig:
 
   def learning_rate(self, epoch):
     """The learning rate of 0-based ``epoch`` under this run's schedule."""
-    return learning_rate(epoch, self.optim.learning_rate, self.optim.schedule,
-                         rounded=self.procedure == 'original')
+    return paper.learning_rate(epoch, self.optim.learning_rate, self.optim.schedule,
+                               rounded=self.procedure == 'original')
 
   @property
   def sum_over_batch(self):
@@ -325,27 +292,11 @@ class TrainConfig:
                optim=OptimConfig(**d['optim']), data=DataConfig(**d['data']), **rest)
 
 
-def learning_rate(epoch, base=1e-3, schedule='paper', rounded=False):
-  """The learning rate of a 0-based ``epoch``.
-
-  ``paper``/``poster``: stage ``i`` covers epochs ``[sum_{j<i} 3**j,
-  sum_{j<=i} 3**j)`` and uses ``base * 10**(-i/7)`` (``rounded``: the
-  original code's ``base / 10 * round(10**(1 - i/7), 1)``); epochs past the
-  last stage stay at the last rate. ``continue``: ``base / 10`` throughout.
-  """
-  if schedule == 'continue':
-    return base * 0.1
-  stage = min(sum(epoch >= end for end in STAGE_ENDS), len(STAGE_ENDS) - 1)
-  if rounded:
-    return base * 0.1 * round(10.0**(1 - stage / 7.0), 1)
-  return base * 10.0**(-stage / 7.0)
-
-
 def from_flags(**values):
   """The ``TrainConfig`` of ``train.py``'s flag values, given by flag name;
   a flag left out (or None where None means "default") takes its default:
   the dataclasses' (the paper's), or under ``procedure='original'`` those of
-  ``ORIGINAL_DEFAULTS``. ``train.py`` and the named experiments
+  ``paper.ORIGINAL_DEFAULTS``. ``train.py`` and the named experiments
   (``experiments.py``) both build their configurations here.
 
   Raises:
@@ -356,7 +307,7 @@ def from_flags(**values):
     raise ConfigError(f'unknown flags: {", ".join(sorted(unknown))}')
   v = {name: values.get(name) for name in FLAG_NAMES}
   procedure = v['procedure'] or TrainConfig.procedure
-  procedure_defaults = ORIGINAL_DEFAULTS if procedure == 'original' else {}
+  procedure_defaults = paper.ORIGINAL_DEFAULTS if procedure == 'original' else {}
 
   def get(name, default):
     if v[name] is not None:
@@ -364,7 +315,7 @@ def from_flags(**values):
     return procedure_defaults.get(name, default)
 
   latents = parse_int_list(get('latents', '50'), 'latents')
-  hidden = (default_hidden(latents) if v['hidden'] is None else
+  hidden = (paper.hidden_sizes(latents) if v['hidden'] is None else
             tuple(parse_int_list(h, 'hidden') for h in v['hidden'].split(';')))
   o, opt, d, t = ObjectiveConfig, OptimConfig, DataConfig, TrainConfig
   return TrainConfig(

@@ -21,6 +21,9 @@ The sets:
 * ``original``: the original code's procedure (``--procedure=original``).
 * ``seeds``: the paper's runs again with another seed (the seed-to-seed spread).
 * ``smoke``: two tiny runs, seconds each: a check of the queue itself.
+
+The figures' runs (``figure_run``, for ``plots/regenerate.py``) are the
+poster-schedule runs with 2 latents (cut short with ``epochs``) and 50.
 """
 
 import dataclasses
@@ -183,6 +186,18 @@ _FIRST = [IWAE50, run('vae', 5), run('vae', 1, TWO_LAYERS), SETS['original'][0],
           run('iwae', 5, TWO_LAYERS), run('vae', 50), run('vae', 5, TWO_LAYERS),
           run('iwae', 50, TWO_LAYERS), run('vae', 50, TWO_LAYERS)]
 QUEUE = tuple(dict.fromkeys(_FIRST + [e for s in SETS.values() for e in s]))
+
+
+# The figures' runs in the order the figures draw them.
+LATENT2_RUNS = (('vae', 1), ('vae', 5), ('iwae', 5), ('vae', 50), ('iwae', 50))
+POSTER_RUNS = (('vae', 1), ('vae', 5), ('vae', 50), ('iwae', 5), ('iwae', 50))
+
+
+def figure_run(objective, k, latents, epochs=None):
+  """A figure's poster-schedule run (``latents`` as ``'2'`` or ``'50'``),
+  cut after ``epochs`` if given."""
+  flags = {} if epochs is None else {'epochs': epochs}
+  return run(objective, k, latents, 'poster', **flags)
 
 
 def select(names, data=None):

@@ -45,6 +45,16 @@ class GaussianLayer(keras.layers.Layer):
     self.loc = keras.layers.Dense(units, name='loc')
     self.log_scale = keras.layers.Dense(units, name='log_scale')
 
+  @property
+  def heads(self):
+    """The Dense layers that give the distribution's parameters."""
+    return [self.loc, self.log_scale]
+
+  @property
+  def readers(self):
+    """The Dense layers that read this layer's input."""
+    return self.mlp.hidden[:1] or self.heads
+
   def call(self, h):
     """Args: h ``[..., d_in]``. Returns: distribution, batch ``[...]``, event ``[units]``."""
     h = self.mlp(h)
@@ -90,6 +100,16 @@ class BernoulliLayer(keras.layers.Layer):
     init = 'zeros' if bias is None else keras.initializers.Constant(bias)
     self.logits = keras.layers.Dense(units, bias_initializer=init, name='logits')
 
+  @property
+  def heads(self):
+    """The Dense layers that give the distribution's parameters."""
+    return [self.logits]
+
+  @property
+  def readers(self):
+    """The Dense layers that read this layer's input."""
+    return self.mlp.hidden[:1] or self.heads
+
   def call(self, h):
     """Args: h ``[..., d_in]``. Returns: distribution, batch ``[...]``, event ``[units]``."""
     return tfd.Independent(BernoulliLogits(logits=self.logits(self.mlp(h)), dtype=tf.float32),
@@ -108,12 +128,11 @@ def noise_alg():
   ThreeFry-2x32 (20 rounds; Salmon et al. 2011, passes TestU01's BigCrush;
   JAX's default generator) inside an XLA-compiled function, Philox
   elsewhere, since TensorFlow's CPU kernels implement only Philox. Under
-  XLA on CPU, ThreeFry measured 5x faster than Philox for the 15,680
-  uniforms that binarise a batch (17 vs 89 us) and 2x for normals, and
-  ``auto_select`` (the default, which ``tfd.Normal.sample`` uses) 40x
-  slower: with Philox, the binarisation noise alone was 12% of a k = 1
-  training step. Same seed, different stream: runs with and without
-  ``--jit_compile`` draw different (equally valid) noise.
+  XLA on the CPU, ThreeFry is the fastest of the three (Philox, and
+  ``auto_select``, the default that ``tfd.Normal.sample`` uses, are several
+  times slower; with Philox, the binarisation noise alone was a noticeable
+  share of a k = 1 step: bench/README.md). Same seed, different stream: runs
+  with and without ``--jit_compile`` draw different (equally valid) noise.
   """
   xla = control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
   return 'threefry' if xla else 'philox'

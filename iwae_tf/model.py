@@ -179,6 +179,39 @@ class IWAEModel(keras.Model):
           tf.stack([n, self.config.latents[l - 1]]), seeds[l - 1]))
     return self.decoders[0](h).mean()
 
+  # ------------------------------------------------------------------ pruning
+  def prune(self, units):
+    """Removes units from the model, in place, as the original code pruned
+    inactive ones.
+
+    Pruning unit ``u`` of layer ``l`` sets both its posterior and its prior
+    (or conditional prior) to ``N(0, 1)`` and zeroes every weight that reads
+    it, so its log-weight terms cancel exactly and it influences nothing: the
+    model then has the same likelihood as one without the unit.
+
+    Args:
+      units: per stochastic layer (bottom first), the indices to remove.
+    """
+    num_layers = len(self.encoders)
+    for l, dead in enumerate(units):
+      if not len(dead):
+        continue
+      # q(h_l|.) := N(0, 1) for these units, and p(h_l|h_{l+1}) too (the top
+      # layer's prior already is).
+      heads = self.encoders[l].heads + (self.decoders[l + 1].heads if l + 1 < num_layers else [])
+      for head in heads:
+        kernel, bias = head.kernel.numpy(), head.bias.numpy()
+        kernel[:, dead], bias[dead] = 0.0, 0.0
+        head.kernel.assign(kernel)
+        head.bias.assign(bias)
+      # Nothing reads them: the decoder below and the encoder above.
+      readers = self.decoders[l].readers + (
+          self.encoders[l + 1].readers if l + 1 < num_layers else [])
+      for layer in readers:
+        kernel = layer.kernel.numpy()
+        kernel[dead, :] = 0.0
+        layer.kernel.assign(kernel)
+
   def call(self, x, k=1, seed=(0, 0)):
     """Per-image ``L_k`` (``[batch]``) for the noise of stateless ``seed``."""
     seed = tf.convert_to_tensor(seed, tf.int32)

@@ -24,7 +24,6 @@ better: ``bench/bench_parallel_runs.py``). Every step's output goes to
 
 import dataclasses
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -32,6 +31,7 @@ import sys
 import time
 
 from iwae_tf import errors
+from iwae_tf import results
 from iwae_tf import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +71,7 @@ def measured(exp, roots):
 
 
 def exported(exp, roots):
-  return os.path.exists(os.path.join(roots.pretrained, exp.name, 'config.json'))
+  return os.path.exists(rundir.config_path(os.path.join(roots.pretrained, exp.name)))
 
 
 def progress(exp, roots):
@@ -108,8 +108,7 @@ def newest_result(exp, roots):
   """``(epoch, test NLL)`` of the newest milestone measured, or None."""
   for epoch in reversed(measured(exp, roots)):
     try:
-      with open(exp.result_path(epoch, roots)) as f:
-        return epoch, json.load(f)['test']['nll']['mean']
+      return epoch, results.read(exp.result_path(epoch, roots)).nll
     except (OSError, ValueError, KeyError, TypeError):
       continue
   return None
@@ -216,7 +215,7 @@ class Queue:
     roots: ``experiments.Roots``.
     jobs: how many run at once.
     documents: the documents whose generated tables are rewritten after
-      each measurement (``evaluation.write_tables``).
+      each measurement (``tables_lib.write_tables``).
     say: where the queue's own lines go.
     cores: the cores to pin jobs to (default: this process's).
   """
@@ -311,8 +310,8 @@ class Queue:
   def _tables(self):
     if not self.documents:
       return
-    from iwae_tf import evaluation  # pylint: disable=import-outside-toplevel
-    evaluation.write_tables(list(evaluation.read_results(self.roots.results)), self.documents)
+    from iwae_tf import tables  # pylint: disable=import-outside-toplevel
+    tables.write_tables(results.read_results(self.roots.results), self.documents)
 
   def _stop(self, slots, signum):
     """Ends the running steps (each resumes from its last checkpoint) and stops."""

@@ -8,10 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
+from iwae_tf import checkpoints
 from iwae_tf import config
 from iwae_tf import evaluation
 from iwae_tf import logs
+from iwae_tf import results as results_lib
 from iwae_tf import rundir
+from iwae_tf import tables as tables_lib
 from iwae_tf import training
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
@@ -31,7 +34,7 @@ def test_release_config_is_read_with_todays_defaults(release_run):
 
 
 def test_release_checkpoint_is_evaluated(release_run, tmp_path):
-  cfg, model, path, epoch = evaluation.restore(str(release_run))
+  cfg, model, path, epoch = checkpoints.restore(str(release_run))
   assert epoch == 2 and path.endswith('ckpt-2')
   # The same measurement as the release's evaluate.py made (K = 2, seed 0).
   old = json.load(open(release_run / 'results' / 'eval-ckpt2-K2.json'))
@@ -45,9 +48,9 @@ def test_release_result_enters_the_table(release_run, tmp_path):
   results = tmp_path / 'results' / 'release_run'
   results.mkdir(parents=True)
   shutil.copy(release_run / 'results' / 'eval-ckpt2-K2.json', results)
-  got = evaluation.collect(str(tmp_path / 'results'))
-  assert [r['run'] for r in got] == ['release_run']
-  assert '| MNIST | 1 | IWAE | 2 | 3 | 2 |' in evaluation.table(got)
+  got = results_lib.collect(str(tmp_path / 'results'))
+  assert [r.run for r in got] == ['release_run']
+  assert '| MNIST | 1 | IWAE | 2 | 3 | 2 |' in tables_lib.table(got)
 
 
 def test_release_run_resumes_on_the_same_random_streams(release_run, tmp_path):

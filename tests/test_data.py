@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from iwae_tf import config
-from iwae_tf import data
+from iwae_tf import datasets as data
 
 
 def _arrays(n_train=30, n_test=10, seed=0):
@@ -26,7 +26,7 @@ def _write_idx(path, array, gz=False):
 
 
 def test_embedded_copy_is_real_mnist():
-  m = data.load_mnist()
+  m = data.mnist.load()
   assert m.x_train.shape == (60000, 784) and m.x_test.shape == (10000, 784)
   assert m.x_train.dtype == np.uint8
   np.testing.assert_allclose(m.x_train.mean(), 33.3184, atol=1e-4)
@@ -38,7 +38,7 @@ def test_npz_roundtrip_and_checksum(tmp_path):
   arrays = _arrays()
   np.savez(tmp_path / 'a.npz', **arrays)
   np.savez_compressed(tmp_path / 'b.npz', **arrays)
-  a, b = data.load_mnist(str(tmp_path / 'a.npz')), data.load_mnist(str(tmp_path / 'b.npz'))
+  a, b = data.mnist.load(str(tmp_path / 'a.npz')), data.mnist.load(str(tmp_path / 'b.npz'))
   np.testing.assert_array_equal(a.x_train, arrays['x_train'].reshape(30, 784))
   assert a.sha256 == b.sha256  # the arrays, not the container
 
@@ -46,16 +46,16 @@ def test_npz_roundtrip_and_checksum(tmp_path):
 @pytest.mark.parametrize('gz', [False, True])
 def test_idx_directory(tmp_path, gz):
   arrays = _arrays()
-  for key, name in data.IDX_FILES.items():
+  for key, name in data.mnist.IDX_FILES.items():
     _write_idx(str(tmp_path / (name + ('.gz' if gz else ''))), arrays[key], gz)
-  m = data.load_mnist(str(tmp_path))
+  m = data.mnist.load(str(tmp_path))
   np.testing.assert_array_equal(m.x_test, arrays['x_test'].reshape(10, 784))
   np.testing.assert_array_equal(m.y_train, arrays['y_train'])
 
 
 def _error(path):
   with pytest.raises(data.DataError) as e:
-    data.load_mnist(str(path))
+    data.mnist.load(str(path))
   message = str(e.value)
   assert '\n' not in message and str(path) in message
   return message
@@ -96,9 +96,9 @@ def test_bad_arrays(tmp_path, key, value, expect):
 
 def test_idx_errors(tmp_path):
   arrays = _arrays()
-  for key, name in data.IDX_FILES.items():
+  for key, name in data.mnist.IDX_FILES.items():
     _write_idx(str(tmp_path / name), arrays[key])
-  target = tmp_path / data.IDX_FILES['x_test']
+  target = tmp_path / data.mnist.IDX_FILES['x_test']
   raw = target.read_bytes()
   target.write_bytes(raw[:-5])
   assert 'truncated' in _error(tmp_path)
@@ -112,7 +112,7 @@ def test_float_images_in_unit_range_are_accepted(tmp_path):
   arrays = _arrays()
   arrays['x_train'] = arrays['x_train'] / 255.0
   np.savez(tmp_path / 'a.npz', **arrays)
-  m = data.load_mnist(str(tmp_path / 'a.npz'))
+  m = data.mnist.load(str(tmp_path / 'a.npz'))
   assert m.x_train.dtype == np.uint8
 
 

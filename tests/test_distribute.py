@@ -12,14 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from iwae_tf import checkpoints
 from iwae_tf import config
 from iwae_tf import distribute
-from iwae_tf import evaluation
 from iwae_tf import logs
 from iwae_tf import training
-from test_training import ROOT
-from test_training import tiny_config
-from test_training import weights
+from helpers import ROOT, tiny_config, weights
 
 TWO_CPUS = ('/cpu:0', '/cpu:1')
 # Parameters move by up to the learning rate (1e-3) per Adam step. Adam
@@ -170,7 +168,7 @@ def test_two_workers_match_one_device(tmp_path, one_device):
       p.kill()
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
-  _, model, _, epoch = evaluation.restore(str(run))
+  _, model, _, epoch = checkpoints.restore(str(run))
   assert epoch == 2
   for a, b in zip(weights(model_a), weights(model)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=PARAM_ATOL)

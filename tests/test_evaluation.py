@@ -8,13 +8,16 @@ import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from iwae_tf import checkpoints
 from iwae_tf import config
 from iwae_tf import evaluation
 from iwae_tf import metrics
+from iwae_tf import paper
+from iwae_tf import results as results_lib
 from iwae_tf import rundir
+from iwae_tf import tables as tables_lib
 from iwae_tf import training
-from test_model import binary, make_model
-from test_training import tiny_config
+from helpers import binary, fake_result, make_model, tiny_config, write_result
 
 tfd = tfp.distributions
 
@@ -85,8 +88,8 @@ def test_missing_and_mismatched_runs(run_dir, tmp_path):
   (tmp_path / 'empty').mkdir()
   with pytest.raises(rundir.RunDirError, match='no config.json'):
     evaluation.evaluate_run(str(tmp_path / 'empty'))
-  with pytest.raises(evaluation.EvaluationError, match='no such checkpoint'):
-    evaluation.restore(run_dir, checkpoint='99')
+  with pytest.raises(checkpoints.CheckpointError, match='no such checkpoint'):
+    checkpoints.restore(run_dir, checkpoint='99')
   # A run directory whose config no longer matches its checkpoints.
   other = tmp_path / 'other'
   os.makedirs(other)
@@ -94,13 +97,13 @@ def test_missing_and_mismatched_runs(run_dir, tmp_path):
   cfg['model']['latents'] = [4]
   json.dump(cfg, open(other / 'config.json', 'w'))
   os.symlink(os.path.join(run_dir, 'checkpoints'), other / 'checkpoints')
-  with pytest.raises(evaluation.EvaluationError, match='does not match the architecture'):
-    evaluation.restore(str(other))
+  with pytest.raises(checkpoints.CheckpointError, match='does not match the architecture'):
+    checkpoints.restore(str(other))
 
 
 def test_restored_model_equals_trained_model(tmp_path):
   trained = training.train(tiny_config(tmp_path / 'r', epochs=1))
-  _, restored, _, epoch = evaluation.restore(str(tmp_path / 'r'))
+  _, restored, _, epoch = checkpoints.restore(str(tmp_path / 'r'))
   assert epoch == 1
   for a, b in zip(trained.model.weights, restored.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -111,8 +114,7 @@ def test_pruning_removes_units_exactly(latents, hidden):
   # hidden=(): linear-Gaussian layers, whose heads read the units directly.
   m = make_model(latents, hidden=tuple(hidden for _ in latents), data_dim=10)
   x = binary(6, 10)
-  variances = [np.array([1.0] + [0.0] * (d - 1)) for d in latents]  # keep unit 0 only
-  assert evaluation.prune_inactive(m, variances) == [list(range(1, d)) for d in latents]
+  m.prune([list(range(1, d)) for d in latents])  # keep unit 0 only
   seed = tf.constant([1, 2], tf.int32)
   noise = m.draw_noise(4, 6, seed)
   hs, log_q = m.encode(x, noise)
@@ -133,17 +135,10 @@ def test_pruning_removes_units_exactly(latents, hidden):
   assert metrics.active_units(metrics.posterior_mean_variances(m, x.numpy()))[0] <= 1
 
 
-def fake_result(obj, k, latents, nll, au, epoch=70):
-  return {'run_dir': f'/r/{obj}{k}', 'epoch': epoch, 'k_nll': 5000, 'num_test': 10000,
-          'config': {'objective': {'name': obj, 'k': k}, 'model': {'latents': latents}},
-          'test': {'nll': {'mean': nll, 'stderr': 0.3}}, 'active_units': au}
-
-
 def test_table_and_readme_block(tmp_path):
-  md = evaluation.table([fake_result('iwae', 5, [50], 89.1, [21]),
-                         fake_result('vae', 1, [50], 90.2, [17]),
-                         fake_result('iwae', 5, [100, 50], 87.0, [30, 11]),
-                         fake_result('iwae', 5, [2], 140.0, [2])])
+  md = tables_lib.table([results_lib.Result(r) for r in [
+      fake_result('iwae', 5, [50], 89.1, [21]), fake_result('vae', 1, [50], 90.2, [17]),
+      fake_result('iwae', 5, [100, 50], 87.0, [30, 11]), fake_result('iwae', 5, [2], 140.0, [2])]])
   lines = md.strip().splitlines()
   assert len(lines) == 6
   # Not the paper's architecture: none of its (or the poster's) numbers.
@@ -152,13 +147,13 @@ def test_table_and_readme_block(tmp_path):
   assert '| MNIST | 1 | IWAE | 5 | 50 | 70 | 89.10 ± 0.30 | 5000 | 21 | – | 85.54 | 99.70 | 14 | – |' in lines
   assert '| MNIST | 1 | VAE | 1 | 50 | 70 | 90.20 ± 0.30 | 5000 | 17 | – | 86.76 | – | – | – |' in lines
   readme = tmp_path / 'README.md'
-  readme.write_text(f'intro\n{evaluation.BEGIN}\nold\n{evaluation.END}\nrest\n')
-  evaluation.write_table(md, str(readme))
+  readme.write_text(f'intro\n{tables_lib.BEGIN}\nold\n{tables_lib.END}\nrest\n')
+  tables_lib.write_table(md, str(readme))
   text = readme.read_text()
   assert 'old' not in text and md in text and text.startswith('intro') and text.endswith('rest\n')
   (tmp_path / 'bare.md').write_text('no markers')
-  with pytest.raises(evaluation.EvaluationError, match='no .* block'):
-    evaluation.write_table(md, str(tmp_path / 'bare.md'))
+  with pytest.raises(tables_lib.TableError, match='no .* block'):
+    tables_lib.write_table(md, str(tmp_path / 'bare.md'))
 
 
 def test_collect_keeps_full_test_results_only(tmp_path):
@@ -168,14 +163,14 @@ def test_collect_keeps_full_test_results_only(tmp_path):
     r = fake_result('iwae', 5, [50], 89.0 + epoch / 100, [20], epoch)
     r['num_test'] = n
     (d / f'eval-{epoch}.json').write_text(json.dumps(r))
-  got = evaluation.collect(str(tmp_path))
-  assert [(r['run'], r['epoch']) for r in got] == [('a', 70)]
+  got = results_lib.collect(str(tmp_path))
+  assert [(r.run, r.epoch) for r in got] == [('a', 70)]
   # Another data set's full test set is a full test set too.
   r = fake_result('vae', 1, [50], 100.0, [9])
   r['num_test'] = r['test_size'] = 8070
   (tmp_path / 'c').mkdir()
   (tmp_path / 'c' / 'eval-70.json').write_text(json.dumps(r))
-  assert sorted(r['run'] for r in evaluation.collect(str(tmp_path))) == ['a', 'c']
+  assert sorted(r.run for r in results_lib.collect(str(tmp_path))) == ['a', 'c']
 
 
 def test_paired_differences_from_per_image_estimates(tmp_path):
@@ -194,50 +189,29 @@ def test_paired_differences_from_per_image_estimates(tmp_path):
     r.update(per_image='eval.npz', data_sha256='x', eval_binarization_seed=0)
     (d / 'eval-70.json').write_text(json.dumps(r))
     results.append(r)
-  got = evaluation.collect(str(tmp_path))
-  diff, se = evaluation.paired_differences(got)[('mnist', 1, 5, '50', 70, '')]
+  got = results_lib.collect(str(tmp_path))
+  diff, se = results_lib.paired_differences(got)[(results_lib.Key('mnist', 1, 'iwae', 5, '50', 70), '')]
   d = -(lls['iwae'] - lls['vae'])
   assert diff == pytest.approx(d.mean(), abs=1e-3) and diff == pytest.approx(-0.5, abs=0.02)
   assert se == pytest.approx(d.std() / 100, rel=1e-2)
   assert se < 0.1 * results[0]['test']['nll']['stderr']  # far below each run's own +-
-  md = evaluation.table(got)
+  md = tables_lib.table(got)
   assert f'| MNIST | 1 | 5 | 50 | 70 | {diff:+.2f} ± {se:.2f} | -0.93 | – |' in md
   # Different test images (another evaluation seed): no pairing.
   r = json.loads((tmp_path / 'vae_k5' / 'eval-70.json').read_text())
   r['eval_binarization_seed'] = 1
   (tmp_path / 'vae_k5' / 'eval-70.json').write_text(json.dumps(r))
-  assert not evaluation.paired_differences(evaluation.collect(str(tmp_path)))
+  assert not results_lib.paired_differences(results_lib.collect(str(tmp_path)))
 
 
 def test_departures_from_the_paper_are_flagged():
   cfg = config.TrainConfig().to_dict()
-  assert evaluation.departures(json.loads(json.dumps(cfg))) == []
+  assert paper.departures(json.loads(json.dumps(cfg))) == []
   cfg['optim']['beta1'] = 0.99
   cfg['data']['validation_size'] = 400
-  assert evaluation.departures(json.loads(json.dumps(cfg))) == ['beta1=0.99', '400 held out']
+  assert paper.departures(json.loads(json.dumps(cfg))) == ['beta1=0.99', '400 held out']
   cfg['data']['binarization'], cfg['data']['train_binarization_seed'] = 'fixed', 3
-  assert evaluation.departures(json.loads(json.dumps(cfg)))[-1] == 'fixed binarisation (seed 3)'
-
-
-def write_result(root, run, obj, k, ll=None, epoch=70, latents=(50,), au=None, variances=None,
-                 config=None, **extra):
-  """A result file under ``root/run``, as evaluate.py writes them: with the
-  per-image estimates ``ll`` beside it, one layer's posterior-mean
-  ``variances`` (and the active units they give), ``config`` merged into
-  the configuration and ``extra`` into the result."""
-  d = root / run
-  d.mkdir(exist_ok=True)
-  r = fake_result(obj, k, list(latents), 0.0 if ll is None else float(-ll.mean()),
-                  au or [20] * len(latents), epoch)
-  r['config'].update(config or {})
-  if variances is not None:
-    r['posterior_mean_variances'] = [list(map(float, variances))]
-    r['active_units'] = [int(np.sum(np.asarray(variances) > metrics.ACTIVE_THRESHOLD))]
-  if ll is not None:
-    np.savez_compressed(d / f'eval-{epoch}.npz', test_log_likelihood=ll.astype(np.float32))
-    r.update(per_image=f'eval-{epoch}.npz', data_sha256='x', eval_binarization_seed=0)
-  r.update(extra)
-  (d / f'eval-{epoch}.json').write_text(json.dumps(r))
+  assert paper.departures(json.loads(json.dumps(cfg)))[-1] == 'fixed binarisation (seed 3)'
 
 
 def test_switching_objectives_rows_and_paired_difference(tmp_path):
@@ -253,14 +227,16 @@ def test_switching_objectives_rows_and_paired_difference(tmp_path):
   write_result(tmp_path, 'vae_cont', 'vae', 1, vae, epoch=20, initialised_from=source)
   # Same source, other epochs: not paired with either.
   write_result(tmp_path, 'vae_cont10', 'vae', 1, vae, epoch=10, initialised_from=source)
-  got = evaluation.collect(str(tmp_path))
-  switched = evaluation.switched_differences(got)
-  assert list(switched) == [('mnist', 'vae_k1_50_poster (epoch 70)', 20, 'IWAE k=50')]
-  cont, diff, se = switched[('mnist', 'vae_k1_50_poster (epoch 70)', 20, 'IWAE k=50')]
+  got = results_lib.collect(str(tmp_path))
+  switched = results_lib.switched_differences(got)
+  key = (results_lib.Key('mnist', 1, 'vae → iwae', 50, '50', 20), 'vae_k1_50_poster (epoch 70)')
+  assert list(switched) == [key]
+  name, cont, diff, se = switched[key]
+  assert name == 'IWAE k=50'
   d = -(iwae - vae)
   assert cont == 'VAE k=1' and diff == pytest.approx(d.mean(), abs=1e-3)
   assert diff == pytest.approx(-0.3, abs=0.01) and se == pytest.approx(d.std() / 100, rel=1e-2)
-  md = evaluation.table(got)
+  md = tables_lib.table(got)
   assert '| MNIST | 1 | VAE k=1 → IWAE | 50 | 50 | 70 + 20 |' in md
   assert '| MNIST | 1 | VAE k=1 → VAE | 1 | 50 | 70 + 10 |' in md
   assert (f'| MNIST | vae_k1_50_poster (epoch 70) | 20 | IWAE k=50 | VAE k=1 '
@@ -278,19 +254,20 @@ def test_paired_differences_keep_departures_apart(tmp_path):
   r['config'].update(fixed)
   r['train'] = {'nll': {'mean': r['test']['nll']['mean'] - 1.5}}  # --train_subset's
   (tmp_path / 'vae_fixed' / 'eval-70.json').write_text(json.dumps(r))
-  got = evaluation.collect(str(tmp_path))
-  assert evaluation.paired_differences(got) == {}
-  assert 'fixed binarisation (seed 0)' in evaluation.table(got)
+  got = results_lib.collect(str(tmp_path))
+  assert results_lib.paired_differences(got) == {}
+  assert 'fixed binarisation (seed 0)' in tables_lib.table(got)
   write_result(tmp_path, 'vae', 'vae', 5, ll + 0.75)
-  got = evaluation.collect(str(tmp_path))
-  assert list(evaluation.paired_differences(got)) == [('mnist', 1, 5, '50', 70, '')]
+  got = results_lib.collect(str(tmp_path))
+  assert list(results_lib.paired_differences(got)) == [
+      (results_lib.Key('mnist', 1, 'iwae', 5, '50', 70), '')]
   # The fixed run against the same run with the paper's dynamic binarisation.
-  (run, base, diff, se), = evaluation.departure_differences(got).values()
-  assert (run['run'], base['run']) == ('vae_fixed', 'vae')
-  assert (diff, se) == evaluation.paired_difference(run, base)
+  (run, base, diff, se), = results_lib.departure_differences(got).values()
+  assert (run.run, base.run) == ('vae_fixed', 'vae')
+  assert (diff, se) == results_lib.paired_difference(run, base)
   assert diff == pytest.approx(-0.25, abs=1e-3) and se < 1e-4
   assert ('| MNIST | 1 | VAE | 5 | 50 | 70 | fixed binarisation (seed 0) | -0.25 ± 0.00 '
-          '| -1.50 | – |') in evaluation.table(got)
+          '| -1.50 | – |') in tables_lib.table(got)
 
 
 def test_milestones_and_pretrained_export(tmp_path):
@@ -305,14 +282,14 @@ def test_milestones_and_pretrained_export(tmp_path):
   assert {e: r['test'] for e, r in again.items()} == {e: r['test'] for e, r in got.items()}
   assert all(again[e]['seconds'] == got[e]['seconds'] for e in got)
   out = tmp_path / 'pretrained' / 'tiny'
-  evaluation.export_pretrained(str(tmp_path / 'run'), str(out))
+  checkpoints.export_pretrained(str(tmp_path / 'run'), str(out))
   names = [n for n, _ in tf.train.list_variables(str(out / 'checkpoints' / 'ckpt-5'))]
   assert not any(n.startswith('optimizer') for n in names)
   assert os.path.getsize(out / 'checkpoints' / 'ckpt-5.data-00000-of-00001') < 2e6
   again = evaluation.evaluate_run(str(out), **{**kw, 'results_root': str(tmp_path / 'r2')})
   assert again['test'] == got[5]['test']  # the same model, the same numbers
-  with pytest.raises(evaluation.EvaluationError, match='not empty'):
-    evaluation.export_pretrained(str(tmp_path / 'run'), str(out))
+  with pytest.raises(checkpoints.CheckpointError, match='not empty'):
+    checkpoints.export_pretrained(str(tmp_path / 'run'), str(out))
 
 
 def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
@@ -335,14 +312,14 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
   write('iwae5_beta', 'iwae', 5, 4, beta1=0.99)  # a departure: not on the curve
   write('iwae5_2l', 'iwae', 5, 1, latents=(100, 50))
   write('iwae5_2d', 'iwae', 5, 4, latents=(2,))
-  results = list(evaluation.read_results(str(tmp_path)))
+  results = list(results_lib.read_results(str(tmp_path)))
   nll = lambda run, e: f'{-ll[run, e].mean():.2f}'  # noqa: E731
 
   def paired(a, b, e):
     d = -(ll[a, e] - ll[b, e])
     return f'{d.mean():+.2f} ± {d.std() / 100:.2f}'
 
-  assert evaluation.learning_curve_table(results).splitlines() == [
+  assert tables_lib.learning_curve_table(results).splitlines() == [
       '| epoch | 1 | 4 | 13 | paper (3280) |', '|---|---|---|---|---|',
       f'| IWAE k = 5 (2 latents): test NLL |  | {nll("iwae5_2d", 4)} |  | – |',  # not the paper's
       '| IWAE k = 5 (2 latents): active units |  | 25 |  |  |',
@@ -357,13 +334,13 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
       f'| IWAE k = 5 − VAE k = 1, paired | {paired("iwae5", "vae1", 1)} '
       f'| {paired("iwae5", "vae1", 4)} |  | -1.22 |',
       f'| IWAE k = 5 − VAE k = 5, paired |  | {paired("iwae5", "vae5", 4)} |  | -0.93 |']
-  assert evaluation.learning_curve_table([]) == ''
+  assert tables_lib.learning_curve_table([]) == ''
   readme = tmp_path / 'README.md'
-  readme.write_text(f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'
-                    f'{evaluation.CURVE_BEGIN}\nold\n{evaluation.CURVE_END}\n')
-  evaluation.write_table('curve\n', str(readme), evaluation.CURVE_BEGIN, evaluation.CURVE_END)
-  assert readme.read_text() == (f'{evaluation.BEGIN}\nmain\n{evaluation.END}\n'
-                                f'{evaluation.CURVE_BEGIN}\ncurve\n{evaluation.CURVE_END}\n')
+  readme.write_text(f'{tables_lib.BEGIN}\nmain\n{tables_lib.END}\n'
+                    f'{tables_lib.CURVE_BEGIN}\nold\n{tables_lib.CURVE_END}\n')
+  tables_lib.write_table('curve\n', str(readme), tables_lib.CURVE_BEGIN, tables_lib.CURVE_END)
+  assert readme.read_text() == (f'{tables_lib.BEGIN}\nmain\n{tables_lib.END}\n'
+                                f'{tables_lib.CURVE_BEGIN}\ncurve\n{tables_lib.CURVE_END}\n')
 
 
 def test_eta_reporter_says_images_done_and_time_left():

@@ -12,12 +12,15 @@ import time
 
 import pytest
 
+from iwae_tf import checkpoints
 from iwae_tf import cli
 from iwae_tf import logs
+from iwae_tf import results as results_lib
 from iwae_tf import rundir
+from iwae_tf import tables as tables_lib
 from iwae_tf import training
+from helpers import ROOT, tiny_config, write_result
 
-from test_training import ROOT, tiny_config
 
 ARGS = ['--latents=3', '--hidden=16', '--k=2', '--schedule=poster', '--epochs=30',
         '--limit_train=200', '--steps_per_execution=2', '--verbose=0']
@@ -136,7 +139,7 @@ def test_a_lost_milestone_is_named_once(tmp_path, capsys):
     os.remove(os.path.join(rundir.milestone_dir(run), f))
   for f in rundir.checkpoint_files(os.path.join(rundir.checkpoint_dir(run), 'ckpt-1')):
     os.remove(f)
-  assert rundir.restore_milestones(run, (1, 4), 2) == [1]
+  assert checkpoints.restore_milestones(run, (1, 4), 2) == [1]
   err = capsys.readouterr().err
   assert err.count('milestone epoch(s) 1 ') == 1
 
@@ -163,8 +166,6 @@ def test_a_damaged_results_file_is_named_and_left_out(tmp_path, capsys):
   """A result JSON cut short and a per-image file cut short: the tables skip
   them with a line naming each; nothing is rewritten."""
   import numpy as np
-  from iwae_tf import evaluation
-  from test_evaluation import write_result
   ll = np.random.default_rng(0).normal(-90, 20, 10000)
   write_result(tmp_path, 'vae_k5_50_poster', 'vae', 5, ll)
   write_result(tmp_path, 'iwae_k5_50_poster', 'iwae', 5, ll + 1)
@@ -172,9 +173,9 @@ def test_a_damaged_results_file_is_named_and_left_out(tmp_path, capsys):
   (tmp_path / 'iwae_k5_50_poster' / 'eval-71.json').write_text(good[:len(good) // 2])
   npz = tmp_path / 'vae_k5_50_poster' / 'eval-70.npz'
   npz.write_bytes(npz.read_bytes()[:100])
-  results = list(evaluation.read_results(str(tmp_path)))
-  assert sorted(r['run'] for r in results) == ['iwae_k5_50_poster', 'vae_k5_50_poster']
-  markdown = evaluation.table(evaluation.newest(results))
+  results = list(results_lib.read_results(str(tmp_path)))
+  assert sorted(r.run for r in results) == ['iwae_k5_50_poster', 'vae_k5_50_poster']
+  markdown = tables_lib.table(results_lib.newest(results))
   err = capsys.readouterr().err.splitlines()
   assert any('eval-71.json: unreadable result (JSONDecodeError' in l for l in err), err
   assert any('eval-70.npz: unreadable per-image values' in l for l in err), err

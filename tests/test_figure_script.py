@@ -1,6 +1,6 @@
-"""The figure script's choices (plots/regenerate.py): which model a figure
-uses, and which committed results it pairs. The plotting functions it calls
-are tested in test_posterior_and_plots.py."""
+"""The figures' choices: which model a figure uses (plots/regenerate.py), and
+which committed results it pairs (iwae_tf/figures.py). The plotting functions
+they call are tested in test_posterior_and_plots.py."""
 
 import importlib.util
 import os
@@ -8,9 +8,10 @@ import os
 import numpy as np
 import pytest
 
+from iwae_tf import figures
+from iwae_tf import results as results_lib
 from iwae_tf import rundir
-from absl.testing import flagsaver
-from test_evaluation import write_result
+from helpers import write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,7 +23,7 @@ def regenerate():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not module.FLAGS.is_parsed():
-    module.FLAGS.mark_as_parsed()  # the defaults; tests override with flagsaver
+    module.FLAGS.mark_as_parsed()  # the defaults
   return module
 
 
@@ -34,7 +35,7 @@ def _checkpoint(run_dir, epoch):
 
 def test_a_figure_uses_the_exported_paper_model_first(regenerate, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
-  run = lambda: regenerate._run('iwae', 5, (50,))  # noqa: E731
+  run = lambda: regenerate._run('iwae', 5, '50')  # noqa: E731
   assert run() == os.path.join('runs', 'iwae_k5_50_poster')  # nothing there: the poster's name
   _checkpoint('runs/iwae_k5_50_poster', 70)
   _checkpoint('runs/iwae_k5_50_paper', 2000)  # mid-schedule: never used
@@ -43,7 +44,7 @@ def test_a_figure_uses_the_exported_paper_model_first(regenerate, tmp_path, monk
   assert run() == os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_poster')
   _checkpoint(os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_paper'), 3280)
   assert run() == os.path.join(rundir.PRETRAINED_ROOT, 'iwae_k5_50_paper')
-  assert regenerate._run('vae', 1, (50,)) == os.path.join('runs', 'vae_k1_50_poster')
+  assert regenerate._run('vae', 1, '50') == os.path.join('runs', 'vae_k1_50_poster')
 
 
 def _result(root, run, obj, k, epoch, ll=None, variances=None, data=None):
@@ -52,7 +53,7 @@ def _result(root, run, obj, k, epoch, ll=None, variances=None, data=None):
                config={'data': data or {}, 'optim': {'schedule': run.split('_')[3]}})
 
 
-def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerate, tmp_path):
+def test_active_units_pairs_the_latest_common_epoch_without_departures(tmp_path):
   rng = np.random.default_rng(0)
   var = lambda active: np.concatenate([10 ** rng.uniform(-1, 0, active),  # noqa: E731
                                        10 ** rng.uniform(-5, -3, 50 - active)])
@@ -63,10 +64,7 @@ def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerat
   _result(tmp_path, 'vae_k5_50_paper_fixed', 'vae', 5, 364, variances=var(18),
           data={'binarization': 'fixed', 'train_binarization_seed': 0})  # a departure
   _result(tmp_path, 'vae_k1_50_paper', 'vae', 1, 1093, variances=var(19))  # k = 1: no pair
-  measurements = {}
-  with flagsaver.flagsaver(results_root=str(tmp_path), out_dir=str(tmp_path)):
-    regenerate.active_units(measurements)
-  got = measurements['active_units']
+  fig, got = figures.active_units(results_lib.read_results(str(tmp_path)))
   assert (got['epoch'], got['k'], got['latents']) == (121, 5, '50')
   assert {n: got[n]['run'] for n in ('vae', 'iwae')} == {
       'vae': 'vae_k5_50_paper', 'iwae': 'iwae_k5_50_paper'}
@@ -75,10 +73,10 @@ def test_active_units_pairs_the_latest_common_epoch_without_departures(regenerat
   for name in ('vae', 'iwae'):
     median, = got[name]['inactive_median_log10_variance']
     assert -4.6 < median < -3.4
-  assert (tmp_path / 'active_units.png').stat().st_size > 0
+  assert len(fig.axes) == 1
 
 
-def test_learning_curve_pairs_iwae_with_both_baselines(regenerate, tmp_path):
+def test_learning_curve_pairs_iwae_with_both_baselines(tmp_path):
   rng = np.random.default_rng(1)
   difficulty = rng.normal(-90, 25, 10000)
   ll = {}
@@ -88,10 +86,7 @@ def test_learning_curve_pairs_iwae_with_both_baselines(regenerate, tmp_path):
     for epoch in (1, 4) if k == 5 else (1, 4, 13):
       ll[run, epoch] = difficulty + shift + epoch + rng.normal(0, 0.2, 10000)
       _result(tmp_path, run, obj, k, epoch, ll=ll[run, epoch])
-  measurements = {}
-  with flagsaver.flagsaver(results_root=str(tmp_path), out_dir=str(tmp_path)):
-    regenerate.learning_curve(measurements)
-  got = measurements['learning_curve']
+  fig, got = figures.learning_curve(results_lib.read_results(str(tmp_path)))
   assert got['VAE k=1'] == {str(e): pytest.approx(-ll['vae_k1_50_paper', e].mean(), abs=1e-3)
                             for e in (1, 4, 13)}
   for vae_k in (1, 5):
@@ -102,14 +97,19 @@ def test_learning_curve_pairs_iwae_with_both_baselines(regenerate, tmp_path):
       diff, se = paired[str(e)]
       assert diff == pytest.approx(d.mean(), abs=1e-3)
       assert se == pytest.approx(d.std() / 100, rel=1e-2)
-  assert (tmp_path / 'learning_curve.png').stat().st_size > 0
+  assert len(fig.axes) == 1
 
 
-def test_samples_figure_draws_every_shipped_model(regenerate, tmp_path):
+def test_samples_figure_draws_every_shipped_model():
   from iwae_tf import pretrained
-  measurements = {}
-  test = {'x': pretrained.test_images(64)}
-  with flagsaver.flagsaver(out_dir=str(tmp_path)):
-    regenerate.samples(test, measurements, n=16)
-  assert os.path.getsize(tmp_path / 'samples.png') > 1000
-  assert measurements['samples']['models'] == {n: 3280 for n in pretrained.names()}
+  models = {n: pretrained.load(n) for n in pretrained.names()}
+  fig, got = figures.samples(models, pretrained.test_images(64), n=16)
+  assert len(fig.axes) == 1 + len(models)
+  assert got['models'] == {n: 3280 for n in pretrained.names()}
+
+
+def test_a_figure_without_its_inputs_says_how_to_make_them(tmp_path):
+  with pytest.raises(figures.Missing, match='--train_poster'):
+    figures.nll_vs_k([])
+  with pytest.raises(figures.Missing, match='--milestones'):
+    figures.learning_curve(results_lib.read_results(str(tmp_path)))

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from iwae_tf import callbacks
+from iwae_tf import checkpoints
 from iwae_tf import config
+from iwae_tf import paper
 from iwae_tf import rundir
 from iwae_tf import training
+from helpers import ROOT, tiny_config, weights
 
-from test_training import ROOT, tiny_config, weights
 
 
 def paper_config(run_dir, epochs, **kw):
@@ -30,11 +33,11 @@ def test_diverging_run_stops_before_saving_anything_non_finite(tmp_path, monkeyp
   """Two good epochs, then a learning rate that blows the model up: the run
   raises DivergenceError, every checkpoint on disk is finite, and the last
   good one stays the latest."""
-  real = config.learning_rate
-  monkeypatch.setattr(config, 'learning_rate',
+  real = paper.learning_rate
+  monkeypatch.setattr(paper, 'learning_rate',
                       lambda epoch, base=1e-3, schedule="paper", **kw: (real(epoch, base, schedule, **kw) if epoch < 2 else 1e4))
   run = tmp_path / 'run'
-  with pytest.raises(training.DivergenceError, match=r'(step|epoch) \d+: .* (is (nan|inf|-inf)|has \d+ non-finite values)'):
+  with pytest.raises(callbacks.DivergenceError, match=r'(step|epoch) \d+: .* (is (nan|inf|-inf)|has \d+ non-finite values)'):
     training.train(tiny_config(run, epochs=8))
   saved = rundir.saved_checkpoints(str(run))
   assert saved, 'the two good epochs were checkpointed'
@@ -63,7 +66,7 @@ def training_checkpoint(cfg):
   """The checkpoint object that ``training.train`` restores into."""
   model = training.build_model(cfg)
   trainer = training.build_trainer(cfg, model)
-  return rundir.make_checkpoint(model, training.build_optimizer(cfg, trainer), trainer.rng)
+  return checkpoints.make_checkpoint(model, training.build_optimizer(cfg, trainer), trainer.rng)
 
 
 def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_path):
@@ -75,7 +78,7 @@ def test_damaged_newest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_pa
     f.truncate(os.path.getsize(data) // 2)
   warnings = []
   ckpt, epoch = training_checkpoint(tiny_config(run))
-  restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
+  restored = checkpoints.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored.endswith('ckpt-2') and int(epoch.numpy()) == 2
   assert len(warnings) == 1 and 'ckpt-3 is damaged' in warnings[0]
   assert sorted(os.listdir(run / 'checkpoints' / 'damaged')) == [
@@ -94,8 +97,8 @@ def test_altered_bytes_are_caught_by_the_checksums(tmp_path):
   raw = bytearray(data.read_bytes())
   raw[len(raw) // 2] ^= 0xFF
   data.write_bytes(bytes(raw))
-  with pytest.raises(rundir.DamagedCheckpointError, match='Checksum does not match'):
-    rundir.verify_checkpoint(str(run / 'checkpoints' / 'ckpt-1'))
+  with pytest.raises(checkpoints.DamagedCheckpointError, match='Checksum does not match'):
+    checkpoints.verify_checkpoint(str(run / 'checkpoints' / 'ckpt-1'))
 
 
 def test_milestones_are_kept_at_the_end_of_each_stage(tmp_path):
@@ -111,7 +114,7 @@ def test_milestones_are_kept_at_the_end_of_each_stage(tmp_path):
   for v in one_epoch.model.weights:
     key = f"model/{v.path.replace('/', '__')}/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_allclose(values[key], v.numpy(), rtol=1e-6)
-  assert config.STAGE_ENDS == (1, 4, 13, 40, 121, 364, 1093, 3280)
+  assert paper.STAGE_ENDS == (1, 4, 13, 40, 121, 364, 1093, 3280)
 
 
 def test_every_rolling_checkpoint_damaged_falls_back_to_a_milestone(tmp_path):
@@ -122,7 +125,7 @@ def test_every_rolling_checkpoint_damaged_falls_back_to_a_milestone(tmp_path):
       (run / 'checkpoints' / name).write_bytes(b'garbage')
   warnings = []
   ckpt, epoch = training_checkpoint(paper_config(run, 6))
-  restored = rundir.restore_newest_readable(ckpt, str(run), warn=warnings.append)
+  restored = checkpoints.restore_newest_readable(ckpt, str(run), warn=warnings.append)
   assert restored == str(run / 'checkpoints' / 'milestones' / 'ckpt-4')
   assert int(epoch.numpy()) == 4 and len(warnings) == 3
   assert not os.path.exists(run / 'checkpoints' / 'checkpoint')  # no stale state left
@@ -137,7 +140,7 @@ def test_a_non_finite_weight_or_optimizer_moment_stops_the_epoch(tmp_path, what)
   cfg = tiny_config(tmp_path / 'run', epochs=1)
   trainer = training.build_trainer(cfg, training.build_model(cfg))
   optimizer = training.build_optimizer(cfg, trainer)
-  stop = training.StopOnDivergence(str(tmp_path / 'run'))
+  stop = callbacks.StopOnDivergence(str(tmp_path / 'run'))
   stop.set_model(trainer)
   stop.on_epoch_end(0, {'loss': 1.0})  # all finite: no error
   if what == 'weight':
@@ -145,6 +148,6 @@ def test_a_non_finite_weight_or_optimizer_moment_stops_the_epoch(tmp_path, what)
   else:
     var = next(v for v in optimizer.variables if v.path.endswith('_velocity'))
   var.assign(tf.fill(var.shape, np.inf))
-  with pytest.raises(training.DivergenceError,
+  with pytest.raises(callbacks.DivergenceError,
                      match=f'epoch 1: {what} {var.path} has {np.prod(var.shape)} non-finite'):
     stop.on_epoch_end(0, {'loss': 1.0})

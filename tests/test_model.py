@@ -9,35 +9,15 @@ import tensorflow_probability as tfp
 from iwae_tf import bounds
 from iwae_tf import config
 from iwae_tf import metrics
-from iwae_tf import model as model_lib
 from iwae_tf import objectives
 from iwae_tf import trainer as trainer_lib
+from helpers import SEED, binary, log_weights, make_model, noise
 
 tfd = tfp.distributions
-SEED = tf.constant([3, 4], tf.int32)
-
-
-def make_model(latents, hidden=None, data_dim=784, bias=None):
-  cfg = config.ModelConfig(latents=latents, hidden=hidden or config.default_hidden(latents),
-                           data_dim=data_dim)
-  return model_lib.IWAEModel(cfg, output_bias=bias)
 
 
 def make_trainer(model, objective='iwae', k=3):
   return trainer_lib.Trainer(model, objectives.make(config.ObjectiveConfig(objective, k)), seed=1)
-
-
-def noise(m, k, x, seed=SEED):
-  """The model's noise for ``k`` samples of each image of ``x``."""
-  return m.draw_noise(k, x.shape[0], seed)
-
-
-def log_weights(m, x, k, seed=SEED, **kwargs):
-  return m.log_weights(x, noise(m, k, x, seed), **kwargs)
-
-
-def binary(n, d, seed=0):
-  return tf.constant((np.random.default_rng(seed).random((n, d)) < 0.3).astype(np.float32))
 
 
 @pytest.mark.parametrize('latents', [(50,), (100, 50), (2,), (7, 5, 3)])

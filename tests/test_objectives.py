@@ -8,7 +8,7 @@ from iwae_tf import bounds
 from iwae_tf import config
 from iwae_tf import layers
 from iwae_tf import objectives
-from test_model import binary, log_weights, make_model, noise
+from helpers import binary, log_weights, make_model, noise
 
 
 def estimator(name, k=4, objective='iwae', groups=1, beta=0.5):

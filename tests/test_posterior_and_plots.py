@@ -8,7 +8,7 @@ import tensorflow_probability as tfp
 
 from iwae_tf import plotting
 from iwae_tf import posterior
-from test_model import binary, make_model
+from helpers import binary, make_model
 
 tfd = tfp.distributions
 

@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from iwae_tf import data as data_lib
-from iwae_tf import evaluation, pretrained, rundir
+from iwae_tf import checkpoints
+from iwae_tf import datasets as data_lib
+from iwae_tf import pretrained, rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = sorted(glob.glob(os.path.join(ROOT, rundir.PRETRAINED_ROOT, '*', 'config.json')))
@@ -33,7 +34,7 @@ IMAGES = 100  # evaluate.py's default batch: the first compiled call's noise
 @pytest.mark.parametrize('name', [os.path.basename(os.path.dirname(p)) for p in PRETRAINED])
 def test_pretrained_model_reproduces_its_committed_result(name):
   run_dir = os.path.join(ROOT, rundir.PRETRAINED_ROOT, name)
-  config, model, path, epoch = evaluation.restore(run_dir)
+  config, model, path, epoch = checkpoints.restore(run_dir)
   names = [n for n, _ in tf.train.list_variables(path)]
   assert names and not any(n.startswith('optimizer') for n in names)
   assert sum(os.path.getsize(f) for f in glob.glob(path + '.*')) < 2e6
@@ -93,7 +94,7 @@ def test_the_models_install_with_the_package(tmp_path):
     shipped = {os.path.relpath(f, ROOT) for f in glob.glob(os.path.join(ROOT, folder, '**'),
                                                         recursive=True) if os.path.isfile(f)}
     assert shipped and shipped <= files, sorted(shipped - files)
-  assert 'iwae_tf/pretrained/__init__.py' in files and 'iwae_tf/data/mnist.npz' in files
+  assert 'iwae_tf/pretrained/__init__.py' in files and 'iwae_tf/datasets/mnist.npz' in files
 
 
 def test_there_is_a_pretrained_model():

@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 
 from iwae_tf import config
-from iwae_tf import data as data_lib
-from iwae_tf import evaluation
+from iwae_tf import datasets as data_lib
 from iwae_tf import objectives
+from iwae_tf import paper
 from iwae_tf import rundir
 from iwae_tf import trainer as trainer_lib
 from iwae_tf import training
+from helpers import tiny_config
 
-from test_training import tiny_config
 
 
 def test_adam_matches_the_transcribed_update():
@@ -52,7 +52,7 @@ def test_adam_matches_the_transcribed_update():
 def test_rounded_learning_rates():
   """1e-4 * round(10 ** (1 - i / 7), 1) in stage i = 0..7."""
   cfg = config.from_flags(procedure='original')
-  got = [cfg.learning_rate(e - 1) for e in config.STAGE_ENDS]  # each stage's last epoch
+  got = [cfg.learning_rate(e - 1) for e in paper.STAGE_ENDS]  # each stage's last epoch
   want = [1e-4 * round(10**(1 - i / 7), 1) for i in range(8)]
   np.testing.assert_allclose(got, want, rtol=1e-12)
   np.testing.assert_allclose(want, [1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4])
@@ -85,7 +85,7 @@ def test_minibatches_in_a_fixed_order():
 def test_the_last_400_training_images_are_held_out():
   cfg = config.from_flags(procedure='original')
   splits = data_lib.make_splits(cfg.data)
-  x_all = data_lib.load_mnist().x_train
+  x_all = data_lib.mnist.load().x_train
   assert len(splits.x_train) == 59600 and len(splits.x_valid) == 400
   np.testing.assert_array_equal(splits.x_valid, x_all[-400:])
   np.testing.assert_array_equal(splits.x_train, x_all[:59600])
@@ -97,22 +97,22 @@ def test_configuration_and_name():
   assert original.data.validation_size == 400
   assert original.sum_over_batch and not original.shuffle
   assert rundir.run_name(original) == 'vae_k1_50_paper_original'
-  assert evaluation.departures(original.to_dict()) == ['original procedure']
+  assert paper.departures(original.to_dict()) == ['original procedure']
   # A flag given explicitly wins over the procedure's default, and is a departure.
   mine = config.from_flags(procedure='original', beta1=0.9, validation_size=0)
   assert (mine.optim.beta1, mine.data.validation_size) == (0.9, 0)
-  assert evaluation.departures(mine.to_dict()) == ['original procedure', 'beta1=0.9',
+  assert paper.departures(mine.to_dict()) == ['original procedure', 'beta1=0.9',
                                                    '0 held out']
-  paper = config.from_flags()
-  assert paper.procedure == 'paper' and paper.optim.beta1 == 0.9 and paper.shuffle
-  assert rundir.run_name(paper) == 'iwae_k5_50_paper' and not evaluation.departures(paper.to_dict())
+  default = config.from_flags()
+  assert default.procedure == 'paper' and default.optim.beta1 == 0.9 and default.shuffle
+  assert rundir.run_name(default) == 'iwae_k5_50_paper' and not paper.departures(default.to_dict())
   assert rundir.run_name(config.from_flags(seed=1)) == 'iwae_k5_50_paper_seed1'
   with pytest.raises(config.ConfigError, match='unknown procedure'):
     config.from_flags(procedure='mine')
   # Configurations written before the procedure existed read as the paper's.
-  d = paper.to_dict()
+  d = default.to_dict()
   del d['procedure']
-  assert config.TrainConfig.from_dict(d) == paper
+  assert config.TrainConfig.from_dict(d) == default
 
 
 @pytest.mark.parametrize('text', ['50,,', ',50', '50,x', ''])

@@ -33,8 +33,10 @@ def test_own_model_snippet_runs():
 
 def test_layout_table_names_every_module():
   text = read('README.md')
-  modules = sorted(f for f in os.listdir(os.path.join(ROOT, 'iwae_tf'))
-                   if f.endswith('.py') and f != '__init__.py')
+  package = os.path.join(ROOT, 'iwae_tf')
+  modules = sorted(f for f in os.listdir(package) if f.endswith('.py') and f != '__init__.py')
+  modules += sorted(f'{d}/' for d in os.listdir(package)
+                    if os.path.exists(os.path.join(package, d, '__init__.py')))
   missing = [m for m in modules if f'iwae_tf/{m}' not in text.split('## Layout', 1)[1]]
   assert not missing, missing
 
@@ -59,17 +61,17 @@ def test_tables_are_those_the_committed_results_make():
   """The documents' generated tables are evaluate.py's output from results/:
   rerun `python evaluate.py --table --write=README.md,docs/REPORT.md` after
   adding results."""
-  from iwae_tf import evaluation
-  results = list(evaluation.read_results(os.path.join(ROOT, 'results')))
+  from iwae_tf import results as results_lib, tables as tables_lib
+  results = list(results_lib.read_results(os.path.join(ROOT, 'results')))
   block = lambda text, begin, end: text.split(begin, 1)[1].split(end, 1)[0].lstrip('\n')  # noqa: E731
-  expected = evaluation.tables(results)
-  wanted = {'README.md': [(evaluation.HEADLINE_BEGIN, evaluation.HEADLINE_END)],
+  expected = tables_lib.tables(results)
+  wanted = {'README.md': [(tables_lib.HEADLINE_BEGIN, tables_lib.HEADLINE_END)],
             'docs/REPORT.md': list(expected)}
   for doc, blocks in wanted.items():
     text = read(doc)
     for begin, end in blocks:
       assert block(text, begin, end) == expected[(begin, end)], (doc, begin)
-  assert expected[(evaluation.HEADLINE_BEGIN, evaluation.HEADLINE_END)].count('\n') > 4
+  assert expected[(tables_lib.HEADLINE_BEGIN, tables_lib.HEADLINE_END)].count('\n') > 4
 
 
 def test_readme_is_short_and_links_the_rest():
@@ -128,11 +130,11 @@ def test_readme_commands_use_flags_their_scripts_define():
 def results_prose():
   """The README and docs/REPORT.md's "## Results" text up to the poster-budget
   section, without the generated tables and code blocks: the prose typed by hand."""
-  from iwae_tf import evaluation
+  from iwae_tf import tables as tables_lib
   report = read('docs/REPORT.md')
   section = (read('README.md') + '\n' +
              report.split('\n## Results\n', 1)[1].split('\n### Earlier measurements', 1)[0])
-  for begin, end in evaluation.tables([]):
+  for begin, end in tables_lib.tables([]):
     while begin in section:
       section = section.split(begin, 1)[0] + section.split(end, 1)[1]
   return re.sub(r'```.*?```', '', section, flags=re.S)
@@ -145,14 +147,13 @@ def test_results_prose_quotes_committed_measurements():
   results at the same epoch: a number typed by hand that no file backs fails
   here."""
   import itertools
-  from iwae_tf import data, evaluation
-  results = list(evaluation.read_results(os.path.join(ROOT, 'results')))
-  nll = lambda r: r['test']['nll']  # noqa: E731
-  known = {f"{nll(r)['mean']:.2f}" for r in results}
-  known |= {f"{nll(r)['mean']:.2f} ± {nll(r)['stderr']:.2f}" for r in results}
-  known |= {f'{v:.2f}' for ks in data.MNIST_PAPER_NLL.values() for v in ks.values()}
+  from iwae_tf import paper, results as results_lib
+  results = list(results_lib.read_results(os.path.join(ROOT, 'results')))
+  known = {f'{r.nll:.2f}' for r in results}
+  known |= {f'{r.nll:.2f} ± {r.stderr:.2f}' for r in results}
+  known |= {f'{v:.2f}' for ks in paper.TABLE1['mnist'].values() for v in ks.values()}
   for a, b in itertools.combinations(results, 2):
-    diff = a['epoch'] == b['epoch'] and evaluation.paired_difference(a, b)
+    diff = a.epoch == b.epoch and results_lib.paired_difference(a, b)
     if diff:
       known.add(f'{abs(diff[0]):.2f} ± {diff[1]:.2f}')
   prose = results_prose()

@@ -11,26 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from iwae_tf import checkpoints
 from iwae_tf import config
 from iwae_tf import logs
+from iwae_tf import paper
 from iwae_tf import rundir
 from iwae_tf import training
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(run_dir, latents=(3,), objective='iwae', k=2, epochs=1, **kw):
-  return config.TrainConfig(
-      model=config.ModelConfig(latents=latents, hidden=tuple((16,) for _ in latents)),
-      objective=config.ObjectiveConfig(objective, k),
-      optim=config.OptimConfig(schedule='poster'),
-      data=config.DataConfig(limit_train=80, validation_size=100),
-      epochs=epochs, run_dir=str(run_dir), steps_per_execution=2, summary_subset=30,
-      verbose=0, **kw)
-
-
-def weights(model):
-  return [v.numpy().copy() for v in model.trainable_variables]
+from helpers import ROOT, tiny_config, weights
 
 
 @pytest.mark.parametrize('latents,objective,k,estimator,groups', [
@@ -41,7 +28,7 @@ def test_a_few_steps_train_and_improve(tmp_path, latents, objective, k, estimato
   cfg = tiny_config(tmp_path / 'run', latents=latents, objective=objective, k=k, epochs=2)
   cfg = config.TrainConfig(**{
       **cfg.__dict__,
-      'model': config.ModelConfig(latents=latents, hidden=config.default_hidden(latents)),
+      'model': config.ModelConfig(latents=latents, hidden=paper.hidden_sizes(latents)),
       'objective': config.ObjectiveConfig(objective, k, estimator, groups)})
   model = training.train(cfg)
   before = training.build_model(cfg)  # fresh initialisation, same seed
@@ -70,8 +57,8 @@ def test_interrupted_run_resumes_exactly(tmp_path):
   resumed = training.train(tiny_config(tmp_path / 'b', epochs=3))
   for u, v in zip(weights(straight), weights(resumed)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
-  assert rundir.checkpoint_manager(
-      rundir.make_checkpoint(resumed.model)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
+  assert checkpoints.checkpoint_manager(
+      checkpoints.make_checkpoint(resumed.model)[0], str(tmp_path / 'b')).latest_checkpoint.endswith('-3')
 
 
 def test_training_images_stay_out_of_checkpoints(tmp_path):
@@ -126,8 +113,8 @@ def test_last_call_of_an_epoch_runs_the_steps_left_over(tmp_path):
 
 
 def test_learning_rate_schedule():
-  lrs = [config.learning_rate(e) for e in range(config.PAPER_EPOCHS + 5)]
-  assert config.PAPER_EPOCHS == 3280
+  lrs = [paper.learning_rate(e) for e in range(paper.PAPER_EPOCHS + 5)]
+  assert paper.PAPER_EPOCHS == 3280
   assert lrs[0] == 1e-3
   assert lrs[1] == lrs[3] == pytest.approx(1e-3 * 10**(-1 / 7))
   assert lrs[4] == lrs[12] == pytest.approx(1e-3 * 10**(-2 / 7))

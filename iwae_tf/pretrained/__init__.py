@@ -23,6 +23,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from iwae_tf import rundir
+
 DIR = os.path.dirname(os.path.abspath(__file__))
 MEASURED = 'measured.json'
 
@@ -33,7 +35,7 @@ class PretrainedError(Exception):
 
 def names():
   """The shipped models' names."""
-  return sorted(n for n in os.listdir(DIR) if os.path.exists(os.path.join(DIR, n, 'config.json')))
+  return sorted(n for n in os.listdir(DIR) if os.path.exists(rundir.config_path(os.path.join(DIR, n))))
 
 
 def list():  # noqa: A001  (the name the package's users ask for)
@@ -50,7 +52,7 @@ def path(name_or_path):
   if os.path.isdir(name_or_path):
     return name_or_path
   candidate = os.path.join(DIR, name_or_path)
-  if not os.path.exists(os.path.join(candidate, 'config.json')):
+  if not os.path.exists(rundir.config_path(candidate)):
     raise PretrainedError(f'{name_or_path}: no such pretrained model or folder; shipped: '
                           f'{", ".join(names())}')
   return candidate
@@ -99,13 +101,13 @@ class Pretrained:
 
 def load(name_or_path):
   """A shipped model by name (``list()``), or any run or export folder."""
-  from iwae_tf import evaluation  # pylint: disable=import-outside-toplevel
-  config, model, _, epoch = evaluation.restore(path(name_or_path))
+  from iwae_tf import checkpoints  # pylint: disable=import-outside-toplevel
+  config, model, _, epoch = checkpoints.restore(path(name_or_path))
   return Pretrained(model, config, epoch)
 
 
 def test_images(n=None):
   """The first ``n`` MNIST test images, binarised once as the evaluation does
   (``DataConfig.eval_seed``): the images the committed results measured."""
-  from iwae_tf import config, data  # pylint: disable=import-outside-toplevel
-  return data.binarize_fixed(data.load_mnist().x_test[:n], config.DataConfig.eval_seed)
+  from iwae_tf import config, datasets as data  # pylint: disable=import-outside-toplevel
+  return data.binarize_fixed(data.mnist.load().x_test[:n], config.DataConfig.eval_seed)

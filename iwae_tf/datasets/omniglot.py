@@ -10,7 +10,7 @@ here: users pass its path with ``--data``.
 
 Images come back row-major (the transpose of the column-major layout) as
 uint8 grey levels, labels as the alphabet's index; binarisation is then the
-same as for MNIST (``data.py``). The original code's validation split is the
+same as for MNIST (``common.py``). The original code's validation split is the
 training set shuffled with ``numpy.random.RandomState(123)`` and its last
 1,345 images held out (``--validation_size=1345 --shuffle_seed=123``).
 """
@@ -20,53 +20,53 @@ import zipfile
 
 import numpy as np
 
-from iwae_tf import data as data_lib
+from iwae_tf.datasets import common
 
 SIDE = 28
 ARRAYS = {'x_train': 'data', 'x_test': 'testdata', 'y_train': 'target', 'y_test': 'testtarget'}
 NUM_ALPHABETS = 50
 
 
-def load_omniglot(path):
+def load(path):
   """Reads and checks ``chardata.mat``.
 
   Args:
     path: the file (no default: it cannot be shipped).
 
   Returns:
-    ``data.ImageData`` with ``[N, 784]`` uint8 images and alphabet labels.
+    ``common.ImageData`` with ``[N, 784]`` uint8 images and alphabet labels.
 
   Raises:
-    data.DataError: a missing, truncated or malformed file, naming the file
+    common.DataError: a missing, truncated or malformed file, naming the file
       and what is wrong.
   """
   if path is None:
-    raise data_lib.DataError('--dataset=omniglot needs --data=PATH/chardata.mat (the 28x28 '
+    raise common.DataError('--dataset=omniglot needs --data=PATH/chardata.mat (the 28x28 '
                              'OMNIGLOT file of the original IWAE code)')
   if not os.path.isfile(path):
-    raise data_lib.DataError(f'{path}: no such file')
+    raise common.DataError(f'{path}: no such file')
   import scipy.io  # pylint: disable=import-outside-toplevel
   try:
     raw = scipy.io.loadmat(path)
   except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, NotImplementedError) as e:
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise data_lib.DataError(f'{path}: not a readable MATLAB file ({first})') from None
+    raise common.DataError(f'{path}: not a readable MATLAB file ({first})') from None
   missing = [name for name in ARRAYS.values() if name not in raw]
   if missing:
-    raise data_lib.DataError(f'{path}: missing arrays {missing} (expected data, testdata, '
+    raise common.DataError(f'{path}: missing arrays {missing} (expected data, testdata, '
                              'target, testtarget)')
   out = {}
   for split in ('train', 'test'):
     pixels = np.asarray(raw[ARRAYS[f'x_{split}']])
     if pixels.ndim != 2 or pixels.shape[0] != SIDE * SIDE:
-      raise data_lib.DataError(f'{path}: {ARRAYS[f"x_{split}"]} has shape {pixels.shape}; '
+      raise common.DataError(f'{path}: {ARRAYS[f"x_{split}"]} has shape {pixels.shape}; '
                                f'expected [{SIDE * SIDE}, examples]')
     # Column-major images -> row-major rows.
     images = pixels.T.reshape(-1, SIDE, SIDE).transpose(0, 2, 1).reshape(-1, SIDE * SIDE)
-    out[f'x_{split}'] = data_lib.check_images(path, ARRAYS[f'x_{split}'], images)
+    out[f'x_{split}'] = common.check_images(path, ARRAYS[f'x_{split}'], images)
     target = np.asarray(raw[ARRAYS[f'y_{split}']])
     if target.ndim != 2 or target.shape != (NUM_ALPHABETS, len(images)):
-      raise data_lib.DataError(f'{path}: {ARRAYS[f"y_{split}"]} has shape {target.shape}; '
+      raise common.DataError(f'{path}: {ARRAYS[f"y_{split}"]} has shape {target.shape}; '
                                f'expected [{NUM_ALPHABETS}, {len(images)}] (one-hot alphabets)')
     out[f'y_{split}'] = np.argmax(target, axis=0).astype(np.int64)
-  return data_lib.image_data(path, out)
+  return common.image_data(path, out)
