@@ -41,14 +41,7 @@ flags.DEFINE_integer('repeats', 5, 'Timed repetitions; the best is kept (the sha
 flags.DEFINE_integer('steps_per_execution', 300, 'As train.py.')
 FLAGS = flags.FLAGS
 
-BATCH = 20
-
-
-def step_products(k):
-  """One training step's products: the 784-200-200-(50+50) encoder on the
-  batch (no gradient w.r.t. the data) and the 50-200-200-784 decoder on the
-  k samples of each image (its input gradient flows back to the encoder)."""
-  return [(BATCH, [784, 200, 200, 100], False), (k * BATCH, [50, 200, 200, 784], True)]
+BATCH = matmuls.BATCH
 
 
 def gradient_loop(trainer, steps):
@@ -90,7 +83,7 @@ def main(argv):
                               steps_per_execution=FLAGS.steps_per_execution)
     trainer = training.build_trainer(cfg, training.build_model(cfg, x_train))
     trainer.compile(optimizer=training.build_optimizer(cfg, trainer), jit_compile=True)
-    run = matmuls.matmul_loop(step_products(k), FLAGS.steps, backward=True)
+    run = matmuls.matmul_loop(matmuls.step_products(k), FLAGS.steps, backward=True)
     run()  # compile
     training.fit_epochs(trainer, x_train, cfg, 0, 1)  # compile
     grads = gradient_loop(trainer, FLAGS.steps)

@@ -15,7 +15,7 @@ import time
 import tensorflow as tf
 
 
-def matmul_loop(chains, iterations, backward):
+def matmul_loop(chains, iterations, backward, jit_compile=True):
   """Builds a compiled function running ``iterations`` rounds of ``chains``.
 
   Args:
@@ -27,6 +27,7 @@ def matmul_loop(chains, iterations, backward):
       ``first_input_grad``).
     iterations: rounds (e.g. training steps, or evaluation chunks).
     backward: include the backward products.
+    jit_compile: compile with XLA (else TensorFlow's own kernels run the loop).
 
   Returns:
     A zero-argument compiled function; call it once to compile.
@@ -36,7 +37,7 @@ def matmul_loop(chains, iterations, backward):
   inputs = [tf.random.normal([rows, dims[0]]) for rows, dims, _ in chains]
   grads = [tf.random.normal([rows, dims[-1]]) for rows, dims, _ in chains]
 
-  @tf.function(jit_compile=True)
+  @tf.function(jit_compile=jit_compile)
   def run():
     def body(t, acc):
       for (_, _, first_input_grad), ws, x, g in zip(chains, weights, inputs, grads):
@@ -56,6 +57,16 @@ def matmul_loop(chains, iterations, backward):
     return tf.while_loop(lambda t, _: t < iterations, body, (0, 0.0))[1]
 
   return run
+
+
+BATCH = 20  # the paper's minibatch
+
+
+def step_products(k, batch=BATCH):
+  """One training step's products: the 784-200-200-(50+50) encoder on the
+  batch (no gradient w.r.t. the data) and the 50-200-200-784 decoder on the
+  k samples of each image (its input gradient flows back to the encoder)."""
+  return [(batch, [784, 200, 200, 100], False), (k * batch, [50, 200, 200, 784], True)]
 
 
 def best_time(fn, repeats):
