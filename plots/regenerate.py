@@ -109,8 +109,13 @@ def _figures(test):
   x = test['x']
 
   def latent_scatter():
-    runs = [(o, k, _run(o, k, '2')) for o, k in experiments.LATENT2_RUNS]
-    models = [(o, k, *_restore(o, k, '2')[::2]) for o, k, run in runs if _has_checkpoint(run)]
+    models = []
+    for o, k in experiments.LATENT2_RUNS:  # the 2-D runs there are, in panel order
+      try:
+        model, _, epoch = _restore(o, k, '2')
+      except figures.Missing:
+        continue
+      models.append((o, k, model, epoch))
     return figures.latent_scatter(models, x[:FLAGS.test_images], test['y'][:FLAGS.test_images])
 
   def training_curves():
