@@ -6,9 +6,13 @@ Examples:
   python reproduce.py table1 --jobs=2           # run what is missing, 2 at a time
   python reproduce.py table1 original seeds --status
   python reproduce.py table1-omniglot --data=PATH/chardata.mat --jobs=2
+  python reproduce.py table1 --pack=inflight    # before the machine goes: commit inflight/
+  python reproduce.py table1 --unpack=inflight --jobs=2   # on the next machine
 
 Safe to kill and rerun at any moment: each run resumes from its last
 checkpoint, and each milestone is measured once (iwae_tf/reproduction.py).
+A run outlives its machine in a pack: its newest checkpoint, unmeasured
+milestones, configuration and logs (iwae_tf/packing.py).
 """
 
 from iwae_tf import cli
@@ -36,6 +40,14 @@ flags.DEFINE_string('pretrained_root', 'iwae_tf/pretrained', 'Where the final we
 flags.DEFINE_list('documents', ['README.md', 'docs/REPORT.md'], 'Documents whose generated '
                   "tables are rewritten after each measurement ('' for none).")
 
+flags.DEFINE_string('pack', None, "Write each unfinished run's newest checkpoint (with its "
+                    'unmeasured milestones, configuration and TensorBoard logs) to PACK/<name>/, '
+                    'replacing an older pack, and exit: commit or copy PACK, and the runs go on '
+                    'on another machine with --unpack.')
+flags.DEFINE_string('unpack', None, 'First copy each pack UNPACK/<name>/ into its run directory '
+                    'where the run is behind it or missing (nothing there is replaced), then go '
+                    'on as asked.')
+
 FLAGS = flags.FLAGS
 
 
@@ -53,7 +65,13 @@ def main(argv):
     raise app.UsageError('name one or more experiment sets (python reproduce.py --list)')
   exps = experiments.select(names, FLAGS.data)
   roots = experiments.Roots(FLAGS.runs_root, FLAGS.results_root, FLAGS.pretrained_root)
+  from iwae_tf import packing
   from iwae_tf import reproduction
+  if FLAGS.pack:
+    packing.pack_experiments(exps, roots, FLAGS.pack)
+    return
+  if FLAGS.unpack:
+    packing.unpack_experiments(exps, roots, FLAGS.unpack)
   if FLAGS.dry_run:
     print(reproduction.dry_run(exps, roots))
     return

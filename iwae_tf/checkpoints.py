@@ -186,20 +186,32 @@ def restore_newest_readable(checkpoint, run_dir, warn=None):
       first = (str(e).strip().splitlines() or [type(e).__name__])[0]
       raise rundir.RunDirError(f'{prefix}: does not fit this model ({first[:200]})') from None
     if candidates[0] != prefix:  # the state file may name moved checkpoints
-      rolling = [p for p in rundir.saved_checkpoints(run_dir)
-                 if os.path.dirname(p) == rundir.checkpoint_dir(run_dir)]
-      state = os.path.join(rundir.checkpoint_dir(run_dir), 'checkpoint')
-      if rolling:
-        tf.compat.v1.train.update_checkpoint_state(
-            rundir.checkpoint_dir(run_dir), rolling[0],
-            all_model_checkpoint_paths=list(reversed(rolling)))
-      elif os.path.exists(state):
-        os.remove(state)
+      write_manager_state(run_dir)
     return prefix
   if candidates:
     raise rundir.RunDirError(f'{rundir.checkpoint_dir(run_dir)}: no readable checkpoint left (the damaged '
                       'ones are in checkpoints/damaged/); use a new --run_dir')
   return None
+
+
+def write_manager_state(run_dir):
+  """Rewrites the checkpoint manager's state file to list the rolling
+  checkpoints that are there (or removes it when there are none).
+
+  Each is listed with its file's time: the manager rolls over only the
+  checkpoints it finds with a time, and would keep the others for good.
+  """
+  rolling = [p for p in rundir.saved_checkpoints(run_dir)
+             if os.path.dirname(p) == rundir.checkpoint_dir(run_dir)]
+  state = os.path.join(rundir.checkpoint_dir(run_dir), 'checkpoint')
+  if not rolling:
+    if os.path.exists(state):
+      os.remove(state)
+    return
+  oldest_first = list(reversed(rolling))
+  tf.compat.v1.train.update_checkpoint_state(
+      rundir.checkpoint_dir(run_dir), rolling[0], all_model_checkpoint_paths=oldest_first,
+      all_model_checkpoint_timestamps=[os.path.getmtime(p + '.index') for p in oldest_first])
 
 
 def initialise_from(model, config):

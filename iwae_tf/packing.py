@@ -1,0 +1,249 @@
+"""Packing an unfinished run, so that it continues on another machine.
+
+A run of the paper's budget takes days; the machine that trains it may not
+last that long (a pre-empted cluster job, a lent machine given back). A
+pack is the least of a run directory that resumes it where it stopped::
+
+    PACK/<name>/config.json, environment.json   as in the run directory
+    PACK/<name>/tensorboard/                    its event files (the loss curves)
+    PACK/<name>/checkpoints/ckpt-<E>.*          its newest readable checkpoint
+    PACK/<name>/checkpoints/milestones/         the milestones asked for (those
+                                                not yet measured, by the queue)
+    PACK/<name>/packed.json                     epoch E, when and where from
+
+``pack`` reads the run directory and writes nothing there, so it may run
+while the run trains: a checkpoint that rolls over while it is copied is
+detected (every copied tensor is read back) and the newer one is packed
+instead. A pack is written under a temporary name and replaces the older
+pack only when complete. ``unpack`` copies a pack into a run directory that
+is behind it (or missing), under the run's lock, and never replaces or
+removes a file there; ``train.py`` then resumes from the packed checkpoint,
+its generator state and step count included, so the run continues on the
+same random streams.
+"""
+
+import json
+import os
+import shutil
+import time
+
+import tensorflow as tf
+
+from iwae_tf import checkpoints
+from iwae_tf import rundir
+
+PACKED = 'packed.json'
+
+
+class PackError(rundir.RunDirError):
+  """A run that cannot be packed, or a pack that cannot be unpacked."""
+
+
+def packed_epoch(pack_dir):
+  """The epoch of a pack's checkpoint, or None when ``pack_dir`` is no pack."""
+  try:
+    with open(os.path.join(pack_dir, PACKED)) as f:
+      return int(json.load(f)['epoch'])
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+
+
+def newest_epoch(run_dir):
+  """The epoch of a run directory's newest checkpoint (by its files), or 0."""
+  saved = rundir.saved_checkpoints(run_dir)
+  return rundir.epoch_of(saved[0]) if saved else 0
+
+
+def _copy_checkpoint(prefix, target):
+  """Copies checkpoint ``prefix`` into folder ``target``, the index last
+  (a checkpoint is complete once its index exists), each file through a
+  temporary name. Returns the copy's prefix."""
+  os.makedirs(target, exist_ok=True)
+  for f in sorted(rundir.checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
+    tmp = os.path.join(target, '.tmp-' + os.path.basename(f))
+    try:
+      shutil.copyfile(f, tmp)
+      os.replace(tmp, os.path.join(target, os.path.basename(f)))
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+  return os.path.join(target, os.path.basename(prefix))
+
+
+def _copy_newest(run_dir, tmp, attempts=3):
+  """Copies the newest checkpoint of ``run_dir`` that reads back whole.
+
+  A rolling checkpoint can be deleted by the training process while it is
+  copied; the copy is then incomplete or unreadable, and the then newest is
+  tried. Damaged checkpoints are skipped (and left where they are).
+
+  Returns:
+    ``(epoch, prefix of the copy)``.
+  """
+  for _ in range(attempts):
+    for prefix in rundir.saved_checkpoints(run_dir):
+      kind = os.path.relpath(os.path.dirname(prefix), run_dir)
+      try:
+        copy = _copy_checkpoint(prefix, os.path.join(tmp, kind))
+        checkpoints.verify_checkpoint(copy)
+      except (OSError, checkpoints.DamagedCheckpointError):
+        shutil.rmtree(os.path.join(tmp, 'checkpoints'), ignore_errors=True)
+        break  # the files changed under us: look again
+      return rundir.epoch_of(prefix), copy
+    else:
+      raise PackError(f'{run_dir}: no readable checkpoint to pack')
+  raise PackError(f'{run_dir}: its checkpoints kept changing while they were copied; '
+                  'try again')
+
+
+def pack(run_dir, pack_dir, milestones=()):
+  """Writes the pack of ``run_dir`` to ``pack_dir`` (see module docstring).
+
+  Args:
+    run_dir: a run directory of ``train.py``.
+    pack_dir: the pack's folder, ``PACK/<name>``; an older pack there is
+      replaced once the new one is complete.
+    milestones: epochs whose milestone checkpoints are packed too, where the
+      run has them (those older than the newest checkpoint).
+
+  Returns:
+    The packed epoch.
+
+  Raises:
+    PackError: ``run_dir`` is no run directory, or has no readable checkpoint.
+  """
+  rundir.read_config(run_dir)  # a run directory, or RunDirError
+  parent = os.path.dirname(os.path.abspath(pack_dir))
+  name = os.path.basename(os.path.normpath(pack_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f'.tmp-{name}')
+  shutil.rmtree(tmp, ignore_errors=True)  # a killed pack's leftovers
+  os.makedirs(tmp)
+  try:
+    for path in (rundir.config_path(run_dir), rundir.environment_path(run_dir)):
+      if os.path.exists(path):
+        shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
+    events = os.path.join(run_dir, 'tensorboard')
+    if os.path.isdir(events):
+      shutil.copytree(events, os.path.join(tmp, 'tensorboard'))
+    epoch, _ = _copy_newest(run_dir, tmp)
+    for m in sorted(set(milestones)):
+      prefix = os.path.join(rundir.milestone_dir(run_dir), f'ckpt-{m}')
+      if m < epoch and tf.io.gfile.exists(prefix + '.index'):
+        checkpoints.verify_checkpoint(
+            _copy_checkpoint(prefix, rundir.milestone_dir(tmp)))
+    rundir.write_json_atomic(os.path.join(tmp, PACKED), {
+        'epoch': epoch, 'milestones': _milestone_epochs(tmp),
+        'packed_at': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+        'from': os.path.normpath(run_dir)})
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = os.path.join(parent, f'.old-{name}')
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(pack_dir):
+    os.replace(pack_dir, old)
+  os.replace(tmp, pack_dir)
+  shutil.rmtree(old, ignore_errors=True)
+  return epoch
+
+
+def _milestone_epochs(run_dir):
+  return sorted(rundir.epoch_of(p[:-len('.index')]) for p in
+                tf.io.gfile.glob(os.path.join(rundir.milestone_dir(run_dir), 'ckpt-*.index')))
+
+
+def unpack(pack_dir, run_dir):
+  """Copies the pack ``pack_dir`` into ``run_dir`` when the run is behind it.
+
+  Files the run directory already has are kept as they are (its own
+  checkpoints, event files and milestones); the packed checkpoint becomes
+  its newest, and the checkpoint manager's state file lists it, so that
+  ``train.py`` resumes from it and later rolls it over as its own.
+
+  Returns:
+    The packed epoch when it was unpacked; None when the run directory is
+    already at that epoch or beyond (nothing is copied).
+
+  Raises:
+    PackError: ``pack_dir`` is no pack, or holds another experiment than
+      ``run_dir``.
+    RunDirError: another process holds the run directory.
+  """
+  epoch = packed_epoch(pack_dir)
+  if epoch is None:
+    raise PackError(f'{pack_dir}: not a pack (no readable {PACKED})')
+  theirs = rundir.read_config(pack_dir).identity()
+  if os.path.exists(rundir.config_path(run_dir)):
+    ours = rundir.read_config(run_dir).identity()
+    if ours != theirs:
+      diffs = [f'{k}: {ours[k]} -> {theirs[k]}' for k in ours if ours[k] != theirs.get(k)]
+      raise PackError(f'{pack_dir}: packs another experiment than {run_dir} '
+                      f'({"; ".join(diffs)})')
+  if newest_epoch(run_dir) >= epoch:
+    return None
+  with rundir.locked(run_dir):
+    for path in (rundir.config_path(pack_dir), rundir.environment_path(pack_dir)):
+      target = os.path.join(run_dir, os.path.basename(path))
+      if os.path.exists(path) and not os.path.exists(target):
+        shutil.copyfile(path, target + '.tmp')
+        os.replace(target + '.tmp', target)
+    events = os.path.join(pack_dir, 'tensorboard')
+    for folder, _, files in os.walk(events):
+      for f in files:
+        target = os.path.join(run_dir, 'tensorboard', os.path.relpath(folder, events), f)
+        if not os.path.exists(target):
+          os.makedirs(os.path.dirname(target), exist_ok=True)
+          shutil.copyfile(os.path.join(folder, f), target + '.tmp')
+          os.replace(target + '.tmp', target)
+    for prefix in rundir.saved_checkpoints(pack_dir):
+      kind = os.path.relpath(os.path.dirname(prefix), pack_dir)
+      target = os.path.join(run_dir, kind)
+      if not tf.io.gfile.exists(os.path.join(target, os.path.basename(prefix) + '.index')):
+        checkpoints.verify_checkpoint(_copy_checkpoint(prefix, target))
+    checkpoints.write_manager_state(run_dir)
+  return epoch
+
+
+# ------------------------------------------------------- the queue's runs
+def pack_experiments(exps, roots, dest, say=print):
+  """Packs each unfinished run of ``exps`` into ``dest/<name>``, with the
+  milestones it has reached but not yet measured; removes the packs in
+  ``dest`` of the runs that are done. Returns the names packed."""
+  from iwae_tf import reproduction  # pylint: disable=import-outside-toplevel
+  packed = []
+  for exp in exps:
+    run_dir, target = exp.run_dir(roots), os.path.join(dest, exp.name)
+    if reproduction.state(exp, roots) == 'done':
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+        say(f'{exp.name}: done; its pack {target} was removed')
+      continue
+    if not rundir.saved_checkpoints(run_dir):
+      continue
+    before = packed_epoch(target)
+    unmeasured = [e for e in exp.milestones if not os.path.exists(exp.result_path(e, roots))]
+    epoch = pack(run_dir, target, unmeasured)
+    note = '' if before is None else f' (replacing the pack of epoch {before})'
+    say(f'{exp.name}: packed at epoch {epoch} into {target}{note}')
+    packed.append(exp.name)
+  return packed
+
+
+def unpack_experiments(exps, roots, source, say=print):
+  """Unpacks ``source/<name>`` into each run of ``exps`` that is behind its
+  pack (``unpack``). Returns the names unpacked."""
+  unpacked = []
+  for exp in exps:
+    pack_dir = os.path.join(source, exp.name)
+    if not os.path.isdir(pack_dir):
+      continue
+    run_dir = exp.run_dir(roots)
+    epoch = unpack(pack_dir, run_dir)
+    if epoch is None:
+      say(f'{exp.name}: {run_dir} is at epoch {newest_epoch(run_dir)}, at or past its pack '
+          f'({packed_epoch(pack_dir)}); left as it is')
+    else:
+      say(f'{exp.name}: unpacked {pack_dir} (epoch {epoch}) into {run_dir}')
+      unpacked.append(exp.name)
+  return unpacked

@@ -1,0 +1,165 @@
+"""Packs: an unfinished run carried to another machine (iwae_tf/packing.py)."""
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import ROOT, tiny_config, weights
+from iwae_tf import checkpoints
+from iwae_tf import experiments
+from iwae_tf import packing
+from iwae_tf import rundir
+from iwae_tf import training
+
+
+def _files(run_dir):
+  """Every file of a directory with its size and modification time."""
+  out = {}
+  for folder, _, files in os.walk(run_dir):
+    for f in files:
+      path = os.path.join(folder, f)
+      out[os.path.relpath(path, run_dir)] = (os.path.getsize(path), os.path.getmtime(path))
+  return out
+
+
+def test_a_packed_run_resumes_exactly_in_a_new_run_directory(tmp_path):
+  """Pack at epoch 3 (milestone 1 with it), lose the run directory, unpack
+  into a fresh one: training to epoch 5 ends with the weights of a run that
+  was never interrupted, and the packed checkpoint rolls over as its own."""
+  straight = training.train(tiny_config(tmp_path / 'straight', epochs=5))
+  run = tmp_path / 'run'
+  training.train(tiny_config(run, epochs=3))
+  before = _files(run)
+  pack = tmp_path / 'inflight' / 'run'
+  assert packing.pack(str(run), str(pack), milestones=[1, 4]) == 3
+  assert _files(run) == before  # packing writes nothing into the run
+  assert sorted(os.listdir(pack / 'checkpoints')) == ['ckpt-3.data-00000-of-00001',
+                                                      'ckpt-3.index', 'milestones']
+  assert json.loads((pack / 'packed.json').read_text())['milestones'] == [1]
+  assert os.listdir(pack / 'tensorboard')
+  assert os.listdir(tmp_path / 'inflight') == ['run']  # no temporary folder left
+  shutil.rmtree(run)
+
+  assert packing.unpack(str(pack), str(run)) == 3
+  assert packing.newest_epoch(str(run)) == 3
+  assert os.path.exists(run / 'checkpoints' / 'milestones' / 'ckpt-1.index')
+  resumed = training.train(tiny_config(run, epochs=5))
+  for u, v in zip(weights(straight), weights(resumed)):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
+  state = (run / 'checkpoints' / 'checkpoint').read_text()
+  assert 'ckpt-5' in state and 'ckpt-3' in state
+  assert not os.path.exists(run / 'checkpoints' / 'ckpt-2.index')
+  training.train(tiny_config(run, epochs=6))
+  assert not os.path.exists(run / 'checkpoints' / 'ckpt-3.index')  # rolled over
+  assert os.path.exists(run / 'checkpoints' / 'milestones' / 'ckpt-4.index')
+
+
+def test_unpacking_never_replaces_a_run_that_is_as_far_or_is_another(tmp_path):
+  run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
+  training.train(tiny_config(run, epochs=2))
+  packing.pack(str(run), str(pack))
+  training.train(tiny_config(run, epochs=3))
+  before = _files(run)
+  assert packing.unpack(str(pack), str(run)) is None
+  assert _files(run) == before
+  other = tmp_path / 'other'
+  training.train(tiny_config(other, latents=(4,), epochs=1))
+  with pytest.raises(packing.PackError, match='another experiment'):
+    packing.unpack(str(pack), str(other))
+  with pytest.raises(packing.PackError, match='not a pack'):
+    packing.unpack(str(tmp_path / 'inflight'), str(run))
+  with rundir.locked(str(tmp_path / 'behind')):
+    with pytest.raises(rundir.RunDirError, match='in use by another process'):
+      packing.unpack(str(pack), str(tmp_path / 'behind'))
+
+
+def test_a_failed_pack_keeps_the_older_one_and_a_rolled_checkpoint_is_skipped(
+    tmp_path, monkeypatch):
+  run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
+  training.train(tiny_config(run, epochs=1))
+  packing.pack(str(run), str(pack))
+  old = _files(pack)
+  training.train(tiny_config(run, epochs=3))
+
+  def damaged(prefix):
+    raise checkpoints.DamagedCheckpointError(f'{prefix}: simulated')
+  with monkeypatch.context() as m:
+    m.setattr(checkpoints, 'verify_checkpoint', damaged)
+    with pytest.raises(packing.PackError, match='kept changing'):
+      packing.pack(str(run), str(pack))
+  assert _files(pack) == old and packing.packed_epoch(str(pack)) == 1
+  assert os.listdir(tmp_path / 'inflight') == ['run']
+
+  # The training process deletes the newest checkpoint while it is copied
+  # (here: a newer one appears and the copied one goes): the pack retries.
+  copy = packing._copy_checkpoint
+  calls = []
+
+  def rolling_over(prefix, target):
+    calls.append(prefix)
+    if len(calls) == 1:
+      for f in rundir.checkpoint_files(prefix):
+        os.remove(f)
+      raise FileNotFoundError(prefix)
+    return copy(prefix, target)
+  monkeypatch.setattr(packing, '_copy_checkpoint', rolling_over)
+  assert packing.pack(str(run), str(pack)) == 2
+  assert calls[0].endswith('ckpt-3') and calls[1].endswith('ckpt-2')
+
+
+def _tiny(epochs):
+  return experiments.Experiment(
+      (('latents', '3'), ('hidden', '8'), ('objective', 'vae'), ('k', 2),
+       ('schedule', 'poster'), ('epochs', epochs), ('limit_train', 60),
+       ('steps_per_execution', 3), ('verbose', 0)), k_nll=4, limit_test=20, export=False)
+
+
+def test_the_queue_packs_unfinished_runs_and_unpacks_them_on_the_next_machine(tmp_path):
+  """``reproduce.py --pack`` and ``--unpack`` on one run in flight: the pack
+  holds its unmeasured milestone, and the unpacked run is listed where it
+  stopped."""
+  exp = _tiny(5)
+  roots = experiments.Roots(str(tmp_path / 'runs'), str(tmp_path / 'results'),
+                            str(tmp_path / 'pretrained'))
+  training.train(dataclasses.replace(exp.config(roots), epochs=3))
+  lines = []
+  assert packing.pack_experiments([exp], roots, str(tmp_path / 'inflight'), lines.append) == [
+      exp.name]
+  pack = tmp_path / 'inflight' / exp.name
+  assert packing.packed_epoch(str(pack)) == 3
+  assert json.loads((pack / 'packed.json').read_text())['milestones'] == [1]
+  shutil.rmtree(roots.runs)  # a new machine: the runs are gone
+  assert packing.unpack_experiments([exp], roots, str(tmp_path / 'inflight'), lines.append) == [
+      exp.name]
+  assert f'{exp.name}: unpacked' in lines[-1]
+  assert packing.newest_epoch(exp.run_dir(roots)) == 3
+  assert packing.unpack_experiments([exp], roots, str(tmp_path / 'inflight'), lines.append) == []
+  assert 'left as it is' in lines[-1]
+  result = exp.result_path(5, roots)  # the run finishes: its pack goes
+  os.makedirs(os.path.dirname(result))
+  open(result, 'w').close()
+  assert packing.pack_experiments([exp], roots, str(tmp_path / 'inflight'), lines.append) == []
+  assert not pack.exists() and 'its pack' in lines[-1]
+
+
+def test_reproduce_py_packs_and_unpacks_the_named_sets(tmp_path):
+  """The flags: ``--pack`` with nothing in flight packs nothing and exits;
+  ``--unpack`` of a folder without packs goes on to ``--status``."""
+  cmd = [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke',
+         f'--runs_root={tmp_path}/runs', f'--results_root={tmp_path}/results',
+         f'--pretrained_root={tmp_path}/pretrained']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  out = subprocess.run(cmd + [f'--pack={tmp_path}/inflight'], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=120)
+  assert out.returncode == 0 and not os.path.exists(tmp_path / 'runs' / 'smoke'), out.stderr
+  out = subprocess.run(cmd + [f'--unpack={tmp_path}/inflight', '--status'], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert '| run | state |' in out.stdout
+
