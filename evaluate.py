@@ -14,6 +14,7 @@ per-image estimates beside it (.npz); the tables are made from them.
 from iwae_tf import cli
 
 cli.quiet_tensorflow()
+cli.configure_xla()
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

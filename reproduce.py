@@ -18,6 +18,7 @@ milestones, configuration and logs (iwae_tf/packing.py).
 from iwae_tf import cli
 
 cli.quiet_tensorflow()
+cli.configure_xla()
 
 import sys  # noqa: E402
 import time  # noqa: E402

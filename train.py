@@ -12,6 +12,7 @@ Rerunning the same command resumes from the latest checkpoint.
 from iwae_tf import cli
 
 cli.quiet_tensorflow()
+cli.configure_xla()
 
 import dataclasses  # noqa: E402
 

@@ -20,6 +20,10 @@ import resource
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from iwae_tf import cli  # noqa: E402
+
+cli.configure_xla()  # as train.py and evaluate.py
+
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -45,7 +45,9 @@ def worker(k, steps, core):
   if core is not None:
     os.sched_setaffinity(0, {core})  # before TensorFlow sizes its thread pools
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from iwae_tf import cli
+  cli.configure_xla()  # as train.py and evaluate.py
   import numpy as np
   import matmuls
   from iwae_tf import datasets as data_lib

@@ -35,6 +35,7 @@ import os
 from iwae_tf import cli
 
 cli.quiet_tensorflow()
+cli.configure_xla()
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402

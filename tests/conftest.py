@@ -1,8 +1,13 @@
-"""Shared fixtures. TensorFlow logs are silenced before it is imported."""
+"""Shared fixtures. TensorFlow logs are silenced, and XLA configured as the
+entry points configure it, before TensorFlow is imported."""
 
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from iwae_tf import cli  # noqa: E402
+
+cli.configure_xla()  # the tests compile as the entry points do
 
 import tensorflow as tf  # noqa: E402
 

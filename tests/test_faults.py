@@ -247,3 +247,22 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_logged_once(tmp_p
   assert p.returncode == 0, err
   s = logs.read_scalars(str(run / 'tensorboard'))
   assert [step for step, _ in s['train/epoch_loss']] == [1, 2, 3, 4, 5]
+
+
+def test_xla_gets_512_bit_vectors_only_on_avx512_and_never_over_the_users_choice(
+    tmp_path, monkeypatch):
+  from iwae_tf import cli  # pylint: disable=import-outside-toplevel
+  avx512 = tmp_path / 'avx512'
+  avx512.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n')
+  avx2 = tmp_path / 'avx2'
+  avx2.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n')
+  monkeypatch.setenv('XLA_FLAGS', '--xla_dump_to=/x')
+  assert cli.configure_xla(str(avx512))
+  assert os.environ['XLA_FLAGS'] == f'--xla_dump_to=/x {cli.VECTOR_WIDTH_FLAG}'
+  assert not cli.configure_xla(str(avx512))  # once only
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_prefer_vector_width=256')
+  assert not cli.configure_xla(str(avx512))
+  assert os.environ['XLA_FLAGS'] == '--xla_cpu_prefer_vector_width=256'
+  monkeypatch.delenv('XLA_FLAGS')
+  assert not cli.configure_xla(str(avx2)) and 'XLA_FLAGS' not in os.environ
+  assert not cli.configure_xla(str(tmp_path / 'none'))

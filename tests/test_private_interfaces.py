@@ -67,3 +67,29 @@ def test_keras_adam_keeps_its_second_moments_in_velocities():
   original.apply([tf.constant([0.0, 0.0])], [var])  # a zero gradient: v = beta2 * 1
   assert original._velocities[0].numpy() == pytest.approx([0.999, 0.999]), (
       'Adam.update_step no longer reads _velocities: update training.OriginalAdam')
+
+
+_COMPILE = ('import tensorflow as tf; '
+            'print(tf.function(lambda x: tf.tanh(x) * 2.0, jit_compile=True)(tf.ones([64])).numpy()[0])')
+
+
+def _compile_with(xla_flags):
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  return subprocess.run([sys.executable, '-c', _COMPILE], capture_output=True, text=True,
+                        timeout=120, env=dict(os.environ, XLA_FLAGS=xla_flags,
+                                              TF_CPP_MIN_LOG_LEVEL='2'))
+
+
+def test_xla_still_knows_the_vector_width_flag():
+  """cli.configure_xla: XLA_FLAGS' --xla_cpu_prefer_vector_width. XLA stops a
+  process whose XLA_FLAGS names a flag it does not know (the second run shows
+  that this test would see it), so every entry point would fail."""
+  from iwae_tf import cli  # pylint: disable=import-outside-toplevel
+  ours = _compile_with(cli.VECTOR_WIDTH_FLAG)
+  assert ours.returncode == 0 and ours.stdout.startswith('1.52'), (
+      f'XLA no longer takes {cli.VECTOR_WIDTH_FLAG}: remove it from cli.configure_xla\n'
+      + ours.stderr[-2000:])
+  unknown = _compile_with('--xla_cpu_no_such_flag_for_this_test=1')
+  assert unknown.returncode != 0 and 'no_such_flag' in unknown.stderr, unknown.stderr[-2000:]
