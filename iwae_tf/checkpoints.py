@@ -100,14 +100,18 @@ def keep_milestone(prefix, run_dir):
 def restore_milestones(run_dir, milestones, epoch, warn=None):
   """Makes again the milestones up to ``epoch`` that a failed copy left out,
   from the rolling checkpoint when it is still there; says once, for each
-  that cannot be made, that it is missing.
+  that cannot be made, that it is missing. Milestones that a pack left
+  behind on purpose (measured already: ``packing.unpack`` records them in
+  ``environment.json``) are not missing.
 
   Returns:
     The milestone epochs that are missing for good.
   """
   warn = warn or (lambda msg: print(msg, file=sys.stderr))
   missing = []
-  for m in sorted(e for e in milestones if e <= epoch):
+  left_behind = set(rundir.read_environment(run_dir).get('unpacked', {})
+                    .get('milestones_left_behind', ()))
+  for m in sorted(e for e in milestones if e <= epoch and e not in left_behind):
     if tf.io.gfile.exists(os.path.join(rundir.milestone_dir(run_dir), f'ckpt-{m}.index')):
       continue
     rolling = os.path.join(rundir.checkpoint_dir(run_dir), f'ckpt-{m}')

@@ -19,7 +19,9 @@ pack only when complete. ``unpack`` copies a pack into a run directory that
 is behind it (or missing), under the run's lock, and never replaces or
 removes a file there; ``train.py`` then resumes from the packed checkpoint,
 its generator state and step count included, so the run continues on the
-same random streams.
+same random streams. The milestones a pack leaves behind (measured already)
+are recorded in the run's ``environment.json`` (``unpacked``), so that
+resuming does not report them missing.
 """
 
 import json
@@ -42,8 +44,7 @@ class PackError(rundir.RunDirError):
 def packed_epoch(pack_dir):
   """The epoch of a pack's checkpoint, or None when ``pack_dir`` is no pack."""
   try:
-    with open(os.path.join(pack_dir, PACKED)) as f:
-      return int(json.load(f)['epoch'])
+    return int(_read_packed(pack_dir)['epoch'])
   except (OSError, ValueError, KeyError, TypeError):
     return None
 
@@ -202,7 +203,18 @@ def unpack(pack_dir, run_dir):
       if not tf.io.gfile.exists(os.path.join(target, os.path.basename(prefix) + '.index')):
         checkpoints.verify_checkpoint(_copy_checkpoint(prefix, target))
     checkpoints.write_manager_state(run_dir)
+    carried = set(_milestone_epochs(pack_dir))
+    rundir.record_environment(run_dir, unpacked={
+        'from': os.path.normpath(pack_dir), 'epoch': epoch,
+        'packed_at': _read_packed(pack_dir).get('packed_at'),
+        'milestones_left_behind': [m for m in rundir.read_config(run_dir).milestones
+                                   if m < epoch and m not in carried]})
   return epoch
+
+
+def _read_packed(pack_dir):
+  with open(os.path.join(pack_dir, PACKED)) as f:
+    return json.load(f)
 
 
 # ------------------------------------------------------- the queue's runs

@@ -49,6 +49,8 @@ def test_a_packed_run_resumes_exactly_in_a_new_run_directory(tmp_path):
   assert packing.unpack(str(pack), str(run)) == 3
   assert packing.newest_epoch(str(run)) == 3
   assert os.path.exists(run / 'checkpoints' / 'milestones' / 'ckpt-1.index')
+  env = rundir.read_environment(str(run))['unpacked']
+  assert env['epoch'] == 3 and env['milestones_left_behind'] == []
   resumed = training.train(tiny_config(run, epochs=5))
   for u, v in zip(weights(straight), weights(resumed)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7)
@@ -60,6 +62,21 @@ def test_a_packed_run_resumes_exactly_in_a_new_run_directory(tmp_path):
   assert os.path.exists(run / 'checkpoints' / 'milestones' / 'ckpt-4.index')
 
 
+def test_milestones_left_behind_are_not_reported_missing_on_resuming(tmp_path):
+  run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
+  training.train(tiny_config(run, epochs=2))
+  packing.pack(str(run), str(pack))  # milestone 1 measured already: not carried
+  shutil.rmtree(run)
+  packing.unpack(str(pack), str(run))
+  assert rundir.read_environment(str(run))['unpacked']['milestones_left_behind'] == [1]
+  said = []
+  assert checkpoints.restore_milestones(str(run), (1, 4), 2, warn=said.append) == []
+  assert said == []
+  os.remove(run / 'environment.json')  # without the record, milestone 1 is missing
+  assert checkpoints.restore_milestones(str(run), (1, 4), 2, warn=said.append) == [1]
+  assert 'milestone epoch(s) 1' in said[0]
+
+
 def test_unpacking_never_replaces_a_run_that_is_as_far_or_is_another(tmp_path):
   run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
   training.train(tiny_config(run, epochs=2))
@@ -68,8 +85,11 @@ def test_unpacking_never_replaces_a_run_that_is_as_far_or_is_another(tmp_path):
   before = _files(run)
   assert packing.unpack(str(pack), str(run)) is None
   assert _files(run) == before
-  other = tmp_path / 'other'
-  training.train(tiny_config(other, latents=(4,), epochs=1))
+  other = tmp_path / 'other'  # another experiment: four latents
+  other.mkdir()
+  cfg = json.loads((run / 'config.json').read_text())
+  cfg['model']['latents'] = [4]
+  (other / 'config.json').write_text(json.dumps(cfg))
   with pytest.raises(packing.PackError, match='another experiment'):
     packing.unpack(str(pack), str(other))
   with pytest.raises(packing.PackError, match='not a pack'):
@@ -82,10 +102,9 @@ def test_unpacking_never_replaces_a_run_that_is_as_far_or_is_another(tmp_path):
 def test_a_failed_pack_keeps_the_older_one_and_a_rolled_checkpoint_is_skipped(
     tmp_path, monkeypatch):
   run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
-  training.train(tiny_config(run, epochs=1))
+  training.train(tiny_config(run, epochs=3))
   packing.pack(str(run), str(pack))
   old = _files(pack)
-  training.train(tiny_config(run, epochs=3))
 
   def damaged(prefix):
     raise checkpoints.DamagedCheckpointError(f'{prefix}: simulated')
@@ -93,7 +112,7 @@ def test_a_failed_pack_keeps_the_older_one_and_a_rolled_checkpoint_is_skipped(
     m.setattr(checkpoints, 'verify_checkpoint', damaged)
     with pytest.raises(packing.PackError, match='kept changing'):
       packing.pack(str(run), str(pack))
-  assert _files(pack) == old and packing.packed_epoch(str(pack)) == 1
+  assert _files(pack) == old and packing.packed_epoch(str(pack)) == 3
   assert os.listdir(tmp_path / 'inflight') == ['run']
 
   # The training process deletes the newest checkpoint while it is copied
@@ -139,6 +158,7 @@ def test_the_queue_packs_unfinished_runs_and_unpacks_them_on_the_next_machine(tm
       exp.name]
   assert f'{exp.name}: unpacked' in lines[-1]
   assert packing.newest_epoch(exp.run_dir(roots)) == 3
+  assert rundir.read_environment(exp.run_dir(roots))['unpacked']['milestones_left_behind'] == []
   assert packing.unpack_experiments([exp], roots, str(tmp_path / 'inflight'), lines.append) == []
   assert 'left as it is' in lines[-1]
   result = exp.result_path(5, roots)  # the run finishes: its pack goes
