@@ -77,16 +77,24 @@ def checkpoint_manager(checkpoint, run_dir, max_to_keep=3):
 
 
 def keep_milestone(prefix, run_dir):
-  """Copies checkpoint ``prefix`` into ``checkpoints/milestones/`` for good.
+  """Copies checkpoint ``prefix`` into ``checkpoints/milestones/`` for good
+  (``copy_checkpoint``): a failed copy (a full disk, say) leaves no partial
+  file, and the milestone is made again on resuming (``restore_milestones``)
+  while its source is kept."""
+  copy_checkpoint(prefix, rundir.milestone_dir(run_dir))
 
-  Each file goes to a temporary name first, removed if the copy fails (a full
-  disk, say): a failed copy leaves no partial file, and the milestone is made
-  again on resuming (``restore_milestones``) while its source is kept.
+
+def copy_checkpoint(prefix, target):
+  """Copies checkpoint ``prefix`` into folder ``target`` (made if missing).
+
+  Each file goes to a temporary name first, removed if the copy fails; the
+  data files go first and the index last, so a checkpoint whose index exists
+  is complete.
+
+  Returns:
+    The copy's prefix.
   """
-  target = rundir.milestone_dir(run_dir)
   os.makedirs(target, exist_ok=True)
-  # Data files first, the index last: a milestone is complete once its
-  # index exists.
   for f in sorted(rundir.checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
     tmp = os.path.join(target, '.tmp-' + os.path.basename(f))
     try:
@@ -95,6 +103,7 @@ def keep_milestone(prefix, run_dir):
     finally:
       if os.path.exists(tmp):
         os.remove(tmp)
+  return os.path.join(target, os.path.basename(prefix))
 
 
 def restore_milestones(run_dir, milestones, epoch, warn=None):

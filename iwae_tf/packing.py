@@ -55,28 +55,13 @@ def newest_epoch(run_dir):
   return rundir.epoch_of(saved[0]) if saved else 0
 
 
-def _copy_checkpoint(prefix, target):
-  """Copies checkpoint ``prefix`` into folder ``target``, the index last
-  (a checkpoint is complete once its index exists), each file through a
-  temporary name. Returns the copy's prefix."""
-  os.makedirs(target, exist_ok=True)
-  for f in sorted(rundir.checkpoint_files(prefix), key=lambda f: f.endswith('.index')):
-    tmp = os.path.join(target, '.tmp-' + os.path.basename(f))
-    try:
-      shutil.copyfile(f, tmp)
-      os.replace(tmp, os.path.join(target, os.path.basename(f)))
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-  return os.path.join(target, os.path.basename(prefix))
-
-
 def _copy_newest(run_dir, tmp, attempts=3):
   """Copies the newest checkpoint of ``run_dir`` that reads back whole.
 
-  A rolling checkpoint can be deleted by the training process while it is
-  copied; the copy is then incomplete or unreadable, and the then newest is
-  tried. Damaged checkpoints are skipped (and left where they are).
+  A damaged checkpoint is skipped (and left where it is) for the next
+  older. A rolling checkpoint can also be deleted by the training process
+  while it is copied; the copy is then incomplete or unreadable and the
+  source gone, and the checkpoints are listed again.
 
   Returns:
     ``(epoch, prefix of the copy)``.
@@ -85,12 +70,13 @@ def _copy_newest(run_dir, tmp, attempts=3):
     for prefix in rundir.saved_checkpoints(run_dir):
       kind = os.path.relpath(os.path.dirname(prefix), run_dir)
       try:
-        copy = _copy_checkpoint(prefix, os.path.join(tmp, kind))
+        copy = checkpoints.copy_checkpoint(prefix, os.path.join(tmp, kind))
         checkpoints.verify_checkpoint(copy)
+        return rundir.epoch_of(prefix), copy
       except (OSError, checkpoints.DamagedCheckpointError):
         shutil.rmtree(os.path.join(tmp, 'checkpoints'), ignore_errors=True)
-        break  # the files changed under us: look again
-      return rundir.epoch_of(prefix), copy
+        if not tf.io.gfile.exists(prefix + '.index'):
+          break  # rolled over meanwhile: list them again
     else:
       raise PackError(f'{run_dir}: no readable checkpoint to pack')
   raise PackError(f'{run_dir}: its checkpoints kept changing while they were copied; '
@@ -132,7 +118,7 @@ def pack(run_dir, pack_dir, milestones=()):
       prefix = os.path.join(rundir.milestone_dir(run_dir), f'ckpt-{m}')
       if m < epoch and tf.io.gfile.exists(prefix + '.index'):
         checkpoints.verify_checkpoint(
-            _copy_checkpoint(prefix, rundir.milestone_dir(tmp)))
+            checkpoints.copy_checkpoint(prefix, rundir.milestone_dir(tmp)))
     rundir.write_json_atomic(os.path.join(tmp, PACKED), {
         'epoch': epoch, 'milestones': _milestone_epochs(tmp),
         'packed_at': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
@@ -201,7 +187,7 @@ def unpack(pack_dir, run_dir):
       kind = os.path.relpath(os.path.dirname(prefix), pack_dir)
       target = os.path.join(run_dir, kind)
       if not tf.io.gfile.exists(os.path.join(target, os.path.basename(prefix) + '.index')):
-        checkpoints.verify_checkpoint(_copy_checkpoint(prefix, target))
+        checkpoints.verify_checkpoint(checkpoints.copy_checkpoint(prefix, target))
     checkpoints.write_manager_state(run_dir)
     carried = set(_milestone_epochs(pack_dir))
     rundir.record_environment(run_dir, unpacked={

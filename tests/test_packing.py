@@ -99,25 +99,33 @@ def test_unpacking_never_replaces_a_run_that_is_as_far_or_is_another(tmp_path):
       packing.unpack(str(pack), str(tmp_path / 'behind'))
 
 
-def test_a_failed_pack_keeps_the_older_one_and_a_rolled_checkpoint_is_skipped(
+def test_a_failed_pack_keeps_the_older_one_and_damaged_or_rolled_checkpoints_are_skipped(
     tmp_path, monkeypatch):
   run, pack = tmp_path / 'run', tmp_path / 'inflight' / 'run'
   training.train(tiny_config(run, epochs=3))
   packing.pack(str(run), str(pack))
-  old = _files(pack)
+  old, before = _files(pack), _files(run)
+  verify = checkpoints.verify_checkpoint
 
-  def damaged(prefix):
-    raise checkpoints.DamagedCheckpointError(f'{prefix}: simulated')
+  def damaged(epochs):
+    def check(prefix):
+      if rundir.epoch_of(prefix) in epochs:
+        raise checkpoints.DamagedCheckpointError(f'{prefix}: simulated')
+      return verify(prefix)
+    return check
   with monkeypatch.context() as m:
-    m.setattr(checkpoints, 'verify_checkpoint', damaged)
-    with pytest.raises(packing.PackError, match='kept changing'):
+    m.setattr(checkpoints, 'verify_checkpoint', damaged({1, 2, 3}))
+    with pytest.raises(packing.PackError, match='no readable checkpoint'):
       packing.pack(str(run), str(pack))
-  assert _files(pack) == old and packing.packed_epoch(str(pack)) == 3
-  assert os.listdir(tmp_path / 'inflight') == ['run']
+    assert _files(pack) == old and packing.packed_epoch(str(pack)) == 3
+    assert os.listdir(tmp_path / 'inflight') == ['run']
+    m.setattr(checkpoints, 'verify_checkpoint', damaged({3}))
+    assert packing.pack(str(run), str(pack)) == 2  # the next older, and the run untouched
+  assert _files(run) == before
 
-  # The training process deletes the newest checkpoint while it is copied
-  # (here: a newer one appears and the copied one goes): the pack retries.
-  copy = packing._copy_checkpoint
+  # The training process deletes the newest checkpoint while it is copied:
+  # the pack lists the checkpoints again.
+  copy = checkpoints.copy_checkpoint
   calls = []
 
   def rolling_over(prefix, target):
@@ -127,7 +135,7 @@ def test_a_failed_pack_keeps_the_older_one_and_a_rolled_checkpoint_is_skipped(
         os.remove(f)
       raise FileNotFoundError(prefix)
     return copy(prefix, target)
-  monkeypatch.setattr(packing, '_copy_checkpoint', rolling_over)
+  monkeypatch.setattr(checkpoints, 'copy_checkpoint', rolling_over)
   assert packing.pack(str(run), str(pack)) == 2
   assert calls[0].endswith('ckpt-3') and calls[1].endswith('ckpt-2')
 
