@@ -49,12 +49,6 @@ def packed_epoch(pack_dir):
     return None
 
 
-def newest_epoch(run_dir):
-  """The epoch of a run directory's newest checkpoint (by its files), or 0."""
-  saved = rundir.saved_checkpoints(run_dir)
-  return rundir.epoch_of(saved[0]) if saved else 0
-
-
 def _copy_newest(run_dir, tmp, attempts=3):
   """Copies the newest checkpoint of ``run_dir`` that reads back whole.
 
@@ -136,8 +130,7 @@ def pack(run_dir, pack_dir, milestones=()):
 
 
 def _milestone_epochs(run_dir):
-  return sorted(rundir.epoch_of(p[:-len('.index')]) for p in
-                tf.io.gfile.glob(os.path.join(rundir.milestone_dir(run_dir), 'ckpt-*.index')))
+  return sorted(map(rundir.epoch_of, rundir.checkpoints_in(rundir.milestone_dir(run_dir))))
 
 
 def unpack(pack_dir, run_dir):
@@ -160,29 +153,23 @@ def unpack(pack_dir, run_dir):
   epoch = packed_epoch(pack_dir)
   if epoch is None:
     raise PackError(f'{pack_dir}: not a pack (no readable {PACKED})')
-  theirs = rundir.read_config(pack_dir).identity()
+  theirs = rundir.read_config(pack_dir)
   if os.path.exists(rundir.config_path(run_dir)):
-    ours = rundir.read_config(run_dir).identity()
-    if ours != theirs:
-      diffs = [f'{k}: {ours[k]} -> {theirs[k]}' for k in ours if ours[k] != theirs.get(k)]
-      raise PackError(f'{pack_dir}: packs another experiment than {run_dir} '
-                      f'({"; ".join(diffs)})')
-  if newest_epoch(run_dir) >= epoch:
+    diffs = rundir.identity_differences(rundir.read_config(run_dir), theirs)
+    if diffs:
+      raise PackError(f'{pack_dir}: packs another experiment than {run_dir} ({diffs})')
+  if rundir.newest_epoch(run_dir) >= epoch:
     return None
   with rundir.locked(run_dir):
     for path in (rundir.config_path(pack_dir), rundir.environment_path(pack_dir)):
-      target = os.path.join(run_dir, os.path.basename(path))
-      if os.path.exists(path) and not os.path.exists(target):
-        shutil.copyfile(path, target + '.tmp')
-        os.replace(target + '.tmp', target)
+      if os.path.exists(path):
+        rundir.copy_if_absent(path, os.path.join(run_dir, os.path.basename(path)))
     events = os.path.join(pack_dir, 'tensorboard')
     for folder, _, files in os.walk(events):
       for f in files:
-        target = os.path.join(run_dir, 'tensorboard', os.path.relpath(folder, events), f)
-        if not os.path.exists(target):
-          os.makedirs(os.path.dirname(target), exist_ok=True)
-          shutil.copyfile(os.path.join(folder, f), target + '.tmp')
-          os.replace(target + '.tmp', target)
+        rundir.copy_if_absent(
+            os.path.join(folder, f),
+            os.path.join(run_dir, 'tensorboard', os.path.relpath(folder, events), f))
     for prefix in rundir.saved_checkpoints(pack_dir):
       kind = os.path.relpath(os.path.dirname(prefix), pack_dir)
       target = os.path.join(run_dir, kind)
@@ -239,7 +226,7 @@ def unpack_experiments(exps, roots, source, say=print):
     run_dir = exp.run_dir(roots)
     epoch = unpack(pack_dir, run_dir)
     if epoch is None:
-      say(f'{exp.name}: {run_dir} is at epoch {newest_epoch(run_dir)}, at or past its pack '
+      say(f'{exp.name}: {run_dir} is at epoch {rundir.newest_epoch(run_dir)}, at or past its pack '
           f'({packed_epoch(pack_dir)}); left as it is')
     else:
       say(f'{exp.name}: unpacked {pack_dir} (epoch {epoch}) into {run_dir}')

@@ -23,7 +23,6 @@ better: ``bench/bench_parallel_runs.py``). Every step's output goes to
 """
 
 import dataclasses
-import glob
 import os
 import signal
 import subprocess
@@ -50,21 +49,6 @@ class Stopped(errors.IWAEError):
 
 
 # ----------------------------------------------------------------- the files
-def checkpoint_epochs(run_dir):
-  """The epochs of a run's readable-looking checkpoints, rolling and milestones."""
-  found = set()
-  for directory in (rundir.checkpoint_dir(run_dir), rundir.milestone_dir(run_dir)):
-    for index in glob.glob(os.path.join(directory, 'ckpt-*.index')):
-      tail = index[:-len('.index')].rsplit('-', 1)[1]
-      if tail.isdigit():
-        found.add(int(tail))
-  return found
-
-
-def latest_epoch(run_dir):
-  return max(checkpoint_epochs(run_dir), default=0)
-
-
 def measured(exp, roots):
   """The milestone epochs of ``exp`` that have a result file."""
   return [e for e in exp.milestones if os.path.exists(exp.result_path(e, roots))]
@@ -77,7 +61,7 @@ def exported(exp, roots):
 def progress(exp, roots):
   """How far the run has gone: its newest checkpoint, or its newest result
   (a finished run needs no run directory)."""
-  return max([latest_epoch(exp.run_dir(roots))] + measured(exp, roots))
+  return max([rundir.newest_epoch(exp.run_dir(roots))] + measured(exp, roots))
 
 
 def state(exp, roots):
@@ -86,19 +70,15 @@ def state(exp, roots):
   if (os.path.exists(exp.result_path(exp.epochs, roots))
       and (not exp.export or exported(exp, roots))):
     return 'done'
-  if checkpoint_epochs(exp.run_dir(roots)) or measured(exp, roots):
+  if rundir.checkpoint_epochs(exp.run_dir(roots)) or measured(exp, roots):
     return 'in progress'
   return 'to do'
 
 
 def seconds_per_epoch(run_dir):
   """From the rolling checkpoints' times (the last 3 epochs), or None."""
-  stamps = []
-  for index in glob.glob(os.path.join(rundir.checkpoint_dir(run_dir), 'ckpt-*.index')):
-    tail = index[:-len('.index')].rsplit('-', 1)[1]
-    if tail.isdigit():
-      stamps.append((int(tail), os.path.getmtime(index)))
-  stamps.sort()
+  stamps = sorted((rundir.epoch_of(prefix), os.path.getmtime(prefix + '.index'))
+                  for prefix in rundir.checkpoints_in(rundir.checkpoint_dir(run_dir)))
   if len(stamps) < 2 or stamps[-1][0] == stamps[0][0]:
     return None
   return (stamps[-1][1] - stamps[0][1]) / (stamps[-1][0] - stamps[0][0])
@@ -133,7 +113,7 @@ def steps(exp, roots, warn):
         warn(f'{exp.name}: waits for {exp.source.name} to finish (its weights start this run)')
         return
       yield Step(f'train to epoch {epoch}', exp.train_command(roots, epochs=epoch))
-    if epoch not in checkpoint_epochs(run_dir):
+    if epoch not in rundir.checkpoint_epochs(run_dir):
       warn(f'{exp.name}: no checkpoint of epoch {epoch} is left to measure (the run went past '
            'it before it was a milestone); that point of its learning curve is missing')
       continue
@@ -153,7 +133,7 @@ def _lines(exp, roots):
   reached = progress(exp, roots)
   cmds += [exp.evaluate_command(e, roots) for e in exp.milestones
            if not os.path.exists(exp.result_path(e, roots))
-           and (e > reached or e in checkpoint_epochs(exp.run_dir(roots)))]
+           and (e > reached or e in rundir.checkpoint_epochs(exp.run_dir(roots)))]
   if exp.export and not exported(exp, roots):
     cmds.append(exp.export_command(roots))
   return ' && '.join(' '.join(c) for c in cmds)
@@ -182,7 +162,7 @@ def status(exps, roots):
            '|---|---|---|---|---|---|---|']
   for exp in exps:
     run_dir = exp.run_dir(roots)
-    latest, total = latest_epoch(run_dir), exp.epochs
+    latest, total = rundir.newest_epoch(run_dir), exp.epochs
     if state(exp, roots) == 'done':
       latest = total
     spe = seconds_per_epoch(run_dir)

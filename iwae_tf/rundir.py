@@ -37,6 +37,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import sys
 
 import keras
@@ -204,6 +205,14 @@ def read_config(run_dir):
     raise RunDirError(f'{path}: unreadable run configuration ({e})') from None
 
 
+def identity_differences(old, new):
+  """What makes two ``TrainConfig``s different experiments, as
+  ``'key: old -> new; ...'``, or '' when they are the same experiment."""
+  old, new = old.identity(), new.identity()
+  return '; '.join(f'{k}: {old.get(k)} -> {new.get(k)}'
+                   for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+
+
 def prepare_run_dir(config, splits):
   """Creates or checks the run directory; records config and environment.
 
@@ -216,11 +225,9 @@ def prepare_run_dir(config, splits):
   os.makedirs(run_dir, exist_ok=True)
   cfg_path = config_path(run_dir)
   if os.path.exists(cfg_path):
-    old = read_config(run_dir).identity()
-    new = config.identity()
-    if old != new:
-      diffs = [f'{k}: {old[k]} -> {new[k]}' for k in new if old[k] != new[k]]
-      raise RunDirError(f'{run_dir}: holds a different experiment ({"; ".join(diffs)}); '
+    diffs = identity_differences(read_config(run_dir), config)
+    if diffs:
+      raise RunDirError(f'{run_dir}: holds a different experiment ({diffs}); '
                         'use another --run_dir')
   write_json_atomic(cfg_path, config.to_dict())
   record_environment(
@@ -230,6 +237,18 @@ def prepare_run_dir(config, splits):
       tensorflow_probability=__import__('tensorflow_probability').__version__,
       numpy=np.__version__, data_source=data_lib.mnist.portable_source(splits.source),
       data_sha256=splits.sha256)
+
+
+def copy_if_absent(source, target):
+  """Copies the file ``source`` to ``target`` unless ``target`` exists,
+  through a temporary name, so that ``target`` is never seen half-written.
+  Returns whether it copied."""
+  if os.path.exists(target):
+    return False
+  os.makedirs(os.path.dirname(target) or '.', exist_ok=True)
+  shutil.copyfile(source, target + '.tmp')
+  os.replace(target + '.tmp', target)
+  return True
 
 
 def record_environment(run_dir, invocation=None, **entries):
@@ -299,8 +318,23 @@ def saved_checkpoints(run_dir):
   from the manager's state file, which may itself be damaged."""
   found = []
   for kind, directory in enumerate((checkpoint_dir(run_dir), milestone_dir(run_dir))):
-    for index in tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index')):
-      prefix = index[:-len('.index')]
-      if prefix.rsplit('-', 1)[1].isdigit():
-        found.append((-epoch_of(prefix), kind, prefix))
+    found += [(-epoch_of(prefix), kind, prefix) for prefix in checkpoints_in(directory)]
   return [prefix for _, _, prefix in sorted(found)]
+
+
+def checkpoints_in(directory):
+  """The prefixes of the checkpoints ``ckpt-<E>`` in one directory, by their
+  index files, in no particular order."""
+  indices = tf.io.gfile.glob(os.path.join(directory, 'ckpt-*.index'))
+  return [i[:-len('.index')] for i in indices if i[:-len('.index')].rsplit('-', 1)[1].isdigit()]
+
+
+def checkpoint_epochs(run_dir):
+  """The epochs of a run's checkpoints, rolling and milestones, as a set."""
+  return {epoch_of(prefix) for prefix in saved_checkpoints(run_dir)}
+
+
+def newest_epoch(run_dir):
+  """The epoch of a run's newest checkpoint (by its files), or 0."""
+  saved = saved_checkpoints(run_dir)
+  return epoch_of(saved[0]) if saved else 0

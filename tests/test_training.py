@@ -74,7 +74,7 @@ def test_different_experiment_is_refused_and_nothing_is_touched(tmp_path):
   training.train(tiny_config(tmp_path / 'run'))
   before = {f: os.path.getmtime(os.path.join(tmp_path / 'run', f)) for f in ('config.json',)}
   ckpts = sorted(os.listdir(tmp_path / 'run' / 'checkpoints'))
-  with pytest.raises(rundir.RunDirError, match='different experiment'):
+  with pytest.raises(rundir.RunDirError, match='different experiment .*model: '):
     training.train(tiny_config(tmp_path / 'run', latents=(4,)))
   with pytest.raises(rundir.RunDirError, match='objective'):
     training.train(tiny_config(tmp_path / 'run', k=3))
