@@ -299,6 +299,9 @@ class Queue:
     for exp, _, proc, _, _ in running:
       if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
+        # A step paused by hand (SIGSTOP, Ctrl-Z) would act on SIGTERM only
+        # when continued, and be killed after the wait below instead.
+        os.killpg(proc.pid, signal.SIGCONT)
     for exp, _, proc, _, log in running:
       try:
         proc.wait(timeout=60)

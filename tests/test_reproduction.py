@@ -114,6 +114,24 @@ def test_a_run_held_by_another_process_is_left_alone(roots):
   assert reproduction.state(exp, roots) == 'to do'
 
 
+def test_stopping_the_queue_ends_a_paused_step_by_sigterm(roots, tmp_path):
+  """A step paused by hand (SIGSTOP) still ends by its SIGTERM handler, at
+  once, rather than by SIGKILL after the queue's wait."""
+  child = subprocess.Popen(
+      [sys.executable, '-c', 'import signal, sys, time\n'
+       'signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n'
+       'print("ready", flush=True)\ntime.sleep(300)'],
+      stdout=subprocess.PIPE, text=True, start_new_session=True)
+  assert child.stdout.readline() == 'ready\n'
+  os.kill(child.pid, signal.SIGSTOP)
+  log = open(tmp_path / 'step.log', 'w')
+  start = time.time()
+  with pytest.raises(reproduction.Stopped, match='SIGTERM: stopped vae_k2_3_poster'):
+    reproduction.Queue([], roots)._stop([[tiny('vae'), None, child, None, log]], signal.SIGTERM)
+  assert child.returncode == 143 and time.time() - start < 30
+  assert log.closed
+
+
 def _queue(roots, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=',
