@@ -76,12 +76,15 @@ def state(exp, roots):
 
 
 def seconds_per_epoch(run_dir):
-  """From the rolling checkpoints' times (the last 3 epochs), or None."""
+  """From the rolling checkpoints' times (the last 3 epochs), or None.
+
+  The quicker of the intervals between them, so that a run paused or
+  restarted between two checkpoints is timed by the other interval.
+  """
   stamps = sorted((rundir.epoch_of(prefix), os.path.getmtime(prefix + '.index'))
                   for prefix in rundir.checkpoints_in(rundir.checkpoint_dir(run_dir)))
-  if len(stamps) < 2 or stamps[-1][0] == stamps[0][0]:
-    return None
-  return (stamps[-1][1] - stamps[0][1]) / (stamps[-1][0] - stamps[0][0])
+  rates = [(t1 - t0) / (e1 - e0) for (e0, t0), (e1, t1) in zip(stamps, stamps[1:]) if e1 > e0]
+  return min(rates, default=None)
 
 
 def newest_result(exp, roots):

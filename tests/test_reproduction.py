@@ -132,6 +132,20 @@ def test_stopping_the_queue_ends_a_paused_step_by_sigterm(roots, tmp_path):
   assert log.closed
 
 
+def test_seconds_per_epoch_skips_a_pause(tmp_path):
+  folder = tmp_path / 'run' / 'checkpoints'
+  folder.mkdir(parents=True)
+  assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) is None
+  for epoch, stamp in [(5, 1000.0), (6, 1012.0), (8, 5000.0)]:  # paused after epoch 6
+    (folder / f'ckpt-{epoch}.index').write_text('')
+    os.utime(folder / f'ckpt-{epoch}.index', (stamp, stamp))
+  assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) == 12.0
+  os.remove(folder / 'ckpt-5.index')
+  assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) == 1994.0
+  os.remove(folder / 'ckpt-6.index')
+  assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) is None
+
+
 def _queue(roots, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=',
