@@ -40,6 +40,9 @@ flags.DEFINE_string('pretrained_root', 'iwae_tf/pretrained', 'Where the final we
                     'exported (the package\'s own models: iwae_tf.pretrained).')
 flags.DEFINE_list('documents', ['README.md', 'docs/REPORT.md'], 'Documents whose generated '
                   "tables are rewritten after each measurement ('' for none).")
+flags.DEFINE_string('figures_dir', 'figures', 'Where the figures made from results alone (the '
+                    "learning curve, NLL against k, active units) are redrawn after each "
+                    "measurement ('' for none).")
 
 flags.DEFINE_string('pack', None, "Write each unfinished run's newest checkpoint (with its "
                     'unmeasured milestones, configuration and TensorBoard logs) to PACK/<name>/, '
@@ -81,7 +84,8 @@ def main(argv):
     return
   say = lambda line: print(time.strftime('%Y-%m-%d %H:%M:%S ') + line, flush=True)  # noqa: E731
   try:
-    failed = reproduction.Queue(exps, roots, FLAGS.jobs, [d for d in FLAGS.documents if d], say).run()
+    failed = reproduction.Queue(exps, roots, FLAGS.jobs, [d for d in FLAGS.documents if d], say,
+                                figures_dir=FLAGS.figures_dir or None).run()
   except reproduction.Stopped as e:
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.status)

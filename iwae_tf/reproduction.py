@@ -7,8 +7,9 @@ it starts, so that the queue can be killed at any moment and rerun:
 1. for each milestone epoch E (``Experiment.milestones``) not yet measured:
    train to E (``train.py --epochs=E``, which resumes where the run stopped),
    measure checkpoint E (``evaluate.py --checkpoint=E``, K = 5000 on the full
-   test set), and rewrite the generated tables of the documents (README.md,
-   docs/REPORT.md);
+   test set), rewrite the generated tables of the documents (README.md,
+   docs/REPORT.md) and redraw the figures made from results alone
+   (``figure_files.from_results``);
 2. export the final weights (``evaluate.py --export``), where asked.
 
 What is done is read from ``results/`` and ``pretrained/``, so a finished
@@ -199,15 +200,18 @@ class Queue:
     jobs: how many run at once.
     documents: the documents whose generated tables are rewritten after
       each measurement (``tables_lib.write_tables``).
+    figures_dir: where the figures made from results alone are redrawn
+      after each measurement (None: not redrawn).
     say: where the queue's own lines go.
     cores: the cores to pin jobs to (default: this process's).
   """
 
-  def __init__(self, exps, roots, jobs=1, documents=(), say=print, cores=None):
+  def __init__(self, exps, roots, jobs=1, documents=(), say=print, cores=None,
+               figures_dir=None):
     if jobs < 1:
       raise QueueError(f'--jobs must be >= 1, got {jobs}')
     self.exps, self.roots, self.jobs, self.say = list(exps), roots, jobs, say
-    self.documents = list(documents)
+    self.documents, self.figures_dir = list(documents), figures_dir
     cores = sorted(os.sched_getaffinity(0)) if cores is None else list(cores)
     self.cores = cores if jobs <= len(cores) else None
     self.failed = []
@@ -291,10 +295,20 @@ class Queue:
     return os.path.join(self.roots.runs, f'{exp.name}.log')
 
   def _tables(self):
-    if not self.documents:
-      return
-    from iwae_tf import tables  # pylint: disable=import-outside-toplevel
-    tables.write_tables(results.read_results(self.roots.results), self.documents)
+    # pylint: disable=import-outside-toplevel
+    if self.documents:
+      from iwae_tf import tables
+      tables.write_tables(results.read_results(self.roots.results), self.documents)
+    if self.figures_dir:
+      from iwae_tf import figure_files
+      try:
+        drawn = figure_files.redraw_from_results(self.roots.results, self.figures_dir,
+                                                 say=lambda line: None)
+      except (OSError, ValueError, errors.IWAEError) as e:
+        # The figures are a by-product: the runs go on without them.
+        self.say(f'figures not redrawn ({e}); python plots/regenerate.py redraws them')
+      else:
+        self.say(f'figures redrawn in {self.figures_dir}: {", ".join(drawn) or "none"}')
 
   def _stop(self, slots, signum):
     """Ends the running steps (each resumes from its last checkpoint) and stops."""

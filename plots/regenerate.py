@@ -29,7 +29,6 @@ only ever updated with the figures drawn.
 """
 
 import dataclasses
-import json
 import os
 
 from iwae_tf import cli
@@ -106,7 +105,7 @@ def _figures(test):
   """``{name: make}``: each ``make()`` gathers a figure's inputs and returns
   what its ``figures`` function returns."""
   # pylint: disable=import-outside-toplevel
-  from iwae_tf import experiments, figures, pretrained, results
+  from iwae_tf import experiments, figure_files, figures, pretrained
   x = test['x']
 
   def latent_scatter():
@@ -129,9 +128,7 @@ def _figures(test):
       'reweighting': lambda: figures.reweighting(*_restore('iwae', 5, '50'), x),
       'posterior_shapes': lambda: figures.posterior_shapes(*_restore('vae', 1, '2'), x,
                                                            FLAGS.grid, FLAGS.draws),
-      'nll_vs_k': lambda: figures.nll_vs_k(results.collect(FLAGS.results_root)),
-      'learning_curve': lambda: figures.learning_curve(results.read_results(FLAGS.results_root)),
-      'active_units': lambda: figures.active_units(results.read_results(FLAGS.results_root)),
+      **figure_files.from_results(FLAGS.results_root),
       'training_curves': training_curves,
       'gradient_snr': lambda: figures.gradient_snr(*_restore('iwae', 5, '50'),
                                                    x[:FLAGS.snr_images], FLAGS.snr_draws),
@@ -139,23 +136,11 @@ def _figures(test):
   }
 
 
-def _read_measurements(path):
-  from iwae_tf import errors  # pylint: disable=import-outside-toplevel
-  if not os.path.exists(path):
-    return {}
-  try:
-    with open(path) as f:
-      return json.load(f)  # the entries of figures not redrawn are kept
-  except ValueError as e:
-    raise errors.IWAEError(f'{path}: unreadable ({e}); restore it (git checkout {path}) '
-                           'or remove it to start it anew') from None
-
-
 def main(argv):
   del argv
   cli.start_tensorflow()
   # pylint: disable=import-outside-toplevel
-  from iwae_tf import config, datasets, experiments, figures, rundir
+  from iwae_tf import config, datasets, experiments, figure_files, figures
   if FLAGS.train_missing:
     for objective, k in experiments.LATENT2_RUNS:
       train_missing(objective, k, '2')
@@ -171,26 +156,20 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--figures: unknown {", ".join(unknown)} '
                          f'(known: {", ".join(makers)})')
-  path = os.path.join(FLAGS.out_dir, 'measurements.json')
-  measurements = _read_measurements(path)
+  figure_files.read_measurements(FLAGS.out_dir)  # unreadable: refused before any drawing
   drawn = {}
   for name, make in makers.items():
     if FLAGS.figures and name not in FLAGS.figures:
       continue
     try:
-      fig, drawn[name] = make()
+      drawn[name] = make()
     except figures.Missing as e:
       print(f'{name}.png: skipped, {e}')
-      continue
-    out = os.path.join(FLAGS.out_dir, f'{name}.png')
-    fig.savefig(out, dpi=110)
-    print(f'wrote {out}')
   if not drawn:
-    print(f'no figure drawn; {path} left as it was')
+    print(f'no figure drawn; {os.path.join(FLAGS.out_dir, figure_files.MEASUREMENTS)} '
+          'left as it was')
     return
-  measurements.update(json.loads(json.dumps(drawn, default=str)))
-  rundir.write_json_atomic(path, measurements)
-  print(f'wrote {path} ({", ".join(sorted(drawn))} updated)')
+  figure_files.write(drawn, FLAGS.out_dir)
 
 
 if __name__ == '__main__':

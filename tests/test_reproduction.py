@@ -8,8 +8,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from helpers import write_result
 from iwae_tf import config
 from iwae_tf import experiments
 from iwae_tf import reproduction
@@ -146,9 +148,37 @@ def test_seconds_per_epoch_skips_a_pause(tmp_path):
   assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) is None
 
 
+def test_each_measurement_redraws_the_figures_of_the_results(roots, tmp_path):
+  """The learning curve is redrawn from the results; another figure's
+  measurements are kept; an unreadable measurements file stops the figures,
+  never the queue, and is left as it was."""
+  results_dir = tmp_path / 'results'
+  results_dir.mkdir()
+  ll = np.random.default_rng(0).normal(-90, 20, 10000)
+  for epoch in (1, 4):
+    write_result(results_dir, 'vae_k1_50_paper', 'vae', 1, ll + epoch, epoch,
+                 config={'optim': {'schedule': 'paper'}})
+  figs = tmp_path / 'figures'
+  figs.mkdir()
+  (figs / 'measurements.json').write_text('{"samples": {"models": 1}}')
+  lines = []
+  reproduction.Queue([], roots, say=lines.append, figures_dir=str(figs))._tables()
+  assert lines == [f'figures redrawn in {figs}: learning_curve'], lines
+  kept = json.loads((figs / 'measurements.json').read_text())
+  assert kept['samples'] == {'models': 1}
+  assert kept['learning_curve']['VAE k=1'] == {
+      str(e): pytest.approx(-(ll + e).mean(), abs=1e-3) for e in (1, 4)}
+  assert sorted(os.listdir(figs)) == ['learning_curve.png', 'measurements.json']
+  (figs / 'measurements.json').write_text('{"samples": ')
+  lines.clear()
+  reproduction.Queue([], roots, say=lines.append, figures_dir=str(figs))._tables()
+  assert len(lines) == 1 and lines[0].startswith('figures not redrawn (') and 'unreadable' in lines[0]
+  assert (figs / 'measurements.json').read_text() == '{"samples": '
+
+
 def _queue(roots, *extra):
   return subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=',
+      [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=', '--figures_dir=',
        f'--runs_root={roots.runs}', f'--results_root={roots.results}',
        f'--pretrained_root={roots.pretrained}', *extra],
       cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
