@@ -23,17 +23,24 @@ MEASUREMENTS = 'measurements.json'
 DPI = 110
 
 
-def from_results(results_root):
-  """``{name: make}`` of the figures drawn from the results under
-  ``results_root`` alone; each ``make()`` returns ``(figure, measurements)``
-  or raises ``figures.Missing``."""
+def from_results(all_results):
+  """``{name: make}`` of the figures drawn from result files alone.
+
+  Args:
+    all_results: a list of ``results.read_results``' results (every epoch
+      measured), read once for all of them.
+
+  Returns:
+    ``{name: make}``; each ``make()`` returns ``(figure, measurements)`` or
+    raises ``figures.Missing``.
+  """
   # pylint: disable=import-outside-toplevel
   from iwae_tf import figures
   from iwae_tf import results
   return {
-      'nll_vs_k': lambda: figures.nll_vs_k(results.collect(results_root)),
-      'learning_curve': lambda: figures.learning_curve(results.read_results(results_root)),
-      'active_units': lambda: figures.active_units(results.read_results(results_root)),
+      'nll_vs_k': lambda: figures.nll_vs_k(results.newest(all_results)),
+      'learning_curve': lambda: figures.learning_curve(all_results),
+      'active_units': lambda: figures.active_units(all_results),
   }
 
 
@@ -56,6 +63,8 @@ def write(drawn, out_dir, say=print):
   whose other figures' entries are kept."""
   if not drawn:
     return
+  # Read now, not when the drawing began: a queue may have written other
+  # figures' entries meanwhile, and they are kept.
   measurements = read_measurements(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   for name, (fig, _) in drawn.items():
@@ -69,12 +78,12 @@ def write(drawn, out_dir, say=print):
   say(f'wrote {path} ({", ".join(sorted(drawn))} updated)')
 
 
-def redraw_from_results(results_root, out_dir, say=print):
-  """Draws every figure of ``from_results`` whose results exist into
-  ``out_dir``; the others are left as they are. Returns the names drawn."""
+def redraw_from_results(all_results, out_dir, say=print):
+  """Draws every figure of ``from_results(all_results)`` whose results exist
+  into ``out_dir``; the others are left as they are. Returns the names drawn."""
   from iwae_tf import figures  # pylint: disable=import-outside-toplevel
   drawn = {}
-  for name, make in from_results(results_root).items():
+  for name, make in from_results(all_results).items():
     try:
       drawn[name] = make()
     except figures.Missing:

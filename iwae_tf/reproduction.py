@@ -296,13 +296,16 @@ class Queue:
 
   def _tables(self):
     # pylint: disable=import-outside-toplevel
+    if not (self.documents or self.figures_dir):
+      return
+    all_results = list(results.read_results(self.roots.results))
     if self.documents:
       from iwae_tf import tables
-      tables.write_tables(results.read_results(self.roots.results), self.documents)
+      tables.write_tables(all_results, self.documents)
     if self.figures_dir:
       from iwae_tf import figure_files
       try:
-        drawn = figure_files.redraw_from_results(self.roots.results, self.figures_dir,
+        drawn = figure_files.redraw_from_results(all_results, self.figures_dir,
                                                  say=lambda line: None)
       except (OSError, ValueError, errors.IWAEError) as e:
         # The figures are a by-product: the runs go on without them.

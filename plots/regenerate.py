@@ -105,7 +105,7 @@ def _figures(test):
   """``{name: make}``: each ``make()`` gathers a figure's inputs and returns
   what its ``figures`` function returns."""
   # pylint: disable=import-outside-toplevel
-  from iwae_tf import experiments, figure_files, figures, pretrained
+  from iwae_tf import experiments, figure_files, figures, pretrained, results
   x = test['x']
 
   def latent_scatter():
@@ -128,7 +128,7 @@ def _figures(test):
       'reweighting': lambda: figures.reweighting(*_restore('iwae', 5, '50'), x),
       'posterior_shapes': lambda: figures.posterior_shapes(*_restore('vae', 1, '2'), x,
                                                            FLAGS.grid, FLAGS.draws),
-      **figure_files.from_results(FLAGS.results_root),
+      **figure_files.from_results(list(results.read_results(FLAGS.results_root))),
       'training_curves': training_curves,
       'gradient_snr': lambda: figures.gradient_snr(*_restore('iwae', 5, '50'),
                                                    x[:FLAGS.snr_images], FLAGS.snr_draws),

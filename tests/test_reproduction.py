@@ -16,6 +16,7 @@ from iwae_tf import config
 from iwae_tf import experiments
 from iwae_tf import reproduction
 from iwae_tf import rundir
+from iwae_tf import tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,10 +149,11 @@ def test_seconds_per_epoch_skips_a_pause(tmp_path):
   assert reproduction.seconds_per_epoch(str(tmp_path / 'run')) is None
 
 
-def test_each_measurement_redraws_the_figures_of_the_results(roots, tmp_path):
-  """The learning curve is redrawn from the results; another figure's
-  measurements are kept; an unreadable measurements file stops the figures,
-  never the queue, and is left as it was."""
+def test_each_measurement_redraws_the_figures_of_the_results(roots, tmp_path, monkeypatch):
+  """The learning curve is redrawn from the results, read once for the
+  figures and the tables; another figure's measurements are kept; an
+  unreadable measurements file stops the figures, never the queue, and is
+  left as it was."""
   results_dir = tmp_path / 'results'
   results_dir.mkdir()
   ll = np.random.default_rng(0).normal(-90, 20, 10000)
@@ -161,9 +163,18 @@ def test_each_measurement_redraws_the_figures_of_the_results(roots, tmp_path):
   figs = tmp_path / 'figures'
   figs.mkdir()
   (figs / 'measurements.json').write_text('{"samples": {"models": 1}}')
+  reads = []
+  read_results = reproduction.results.read_results
+  monkeypatch.setattr(reproduction.results, 'read_results',
+                      lambda root: reads.append(root) or read_results(root))
+  doc = tmp_path / 'doc.md'
+  doc.write_text(f'{tables.CURVE_BEGIN}\n{tables.CURVE_END}\n')
   lines = []
-  reproduction.Queue([], roots, say=lines.append, figures_dir=str(figs))._tables()
+  reproduction.Queue([], roots, documents=[str(doc)], say=lines.append,
+                     figures_dir=str(figs))._tables()
   assert lines == [f'figures redrawn in {figs}: learning_curve'], lines
+  assert len(reads) == 1, reads
+  assert '| VAE k = 1: test NLL |' in doc.read_text()
   kept = json.loads((figs / 'measurements.json').read_text())
   assert kept['samples'] == {'models': 1}
   assert kept['learning_curve']['VAE k=1'] == {
