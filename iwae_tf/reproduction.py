@@ -24,6 +24,7 @@ better: ``bench/bench_parallel_runs.py``). Every step's output goes to
 """
 
 import dataclasses
+import importlib
 import os
 import signal
 import subprocess
@@ -219,6 +220,7 @@ class Queue:
   def run(self):
     """Runs every job to its end. Returns the names of the jobs that failed."""
     lock = _queue_lock(self.roots)
+    self._load_reporting()
     pending = list(self.exps)
     slots = [None] * self.jobs  # (exp, steps iterator, Popen, step, log file) per slot
     stop = {}
@@ -294,6 +296,19 @@ class Queue:
   def _log(self, exp):
     return os.path.join(self.roots.runs, f'{exp.name}.log')
 
+  def _load_reporting(self):
+    """Imports the modules that ``_tables`` uses, when the queue starts.
+
+    Not at the first measurement (hours later): a checkout changed meanwhile
+    would give the queue some modules of the code it started with and others
+    of the new code. Not at the top of this module either: they bring
+    TensorFlow, which ``--status`` and ``--dry_run`` do without.
+    """
+    for name, needed in [('tables', self.documents), ('figure_files', self.figures_dir),
+                         ('figures', self.figures_dir)]:
+      if needed:
+        importlib.import_module(f'iwae_tf.{name}')
+
   def _tables(self):
     # pylint: disable=import-outside-toplevel
     if not (self.documents or self.figures_dir):
@@ -307,9 +322,10 @@ class Queue:
       try:
         drawn = figure_files.redraw_from_results(all_results, self.figures_dir,
                                                  say=lambda line: None)
-      except (OSError, ValueError, errors.IWAEError) as e:
-        # The figures are a by-product: the runs go on without them.
-        self.say(f'figures not redrawn ({e}); python plots/regenerate.py redraws them')
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        # The figures are a by-product: whatever stops them, the runs go on.
+        self.say(f'figures not redrawn ({type(e).__name__}: {e}); '
+                 'python plots/regenerate.py redraws them')
       else:
         self.say(f'figures redrawn in {self.figures_dir}: {", ".join(drawn) or "none"}')
 

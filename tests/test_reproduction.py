@@ -187,6 +187,31 @@ def test_each_measurement_redraws_the_figures_of_the_results(roots, tmp_path, mo
   assert (figs / 'measurements.json').read_text() == '{"samples": '
 
 
+def test_a_figure_that_fails_in_any_way_leaves_the_queue_running(roots, tmp_path, monkeypatch):
+  """Whatever the figures raise, the queue says so in one line and goes on."""
+  from iwae_tf import figure_files  # pylint: disable=import-outside-toplevel
+
+  def broken(*args, **kwargs):
+    raise AttributeError("'str' object has no attribute 'run'")
+
+  monkeypatch.setattr(figure_files, 'redraw_from_results', broken)
+  lines = []
+  reproduction.Queue([], roots, say=lines.append, figures_dir=str(tmp_path / 'f'))._tables()
+  assert lines == ["figures not redrawn (AttributeError: 'str' object has no attribute "
+                   "'run'); python plots/regenerate.py redraws them"], lines
+
+
+def test_the_queue_loads_its_reporting_code_when_it_starts(roots, tmp_path, monkeypatch):
+  """The modules that write the tables and figures are imported when the
+  queue starts, not at its first measurement hours later, so that a checkout
+  changed meanwhile cannot mix old and new code in one queue."""
+  for name in ('iwae_tf.tables', 'iwae_tf.figure_files', 'iwae_tf.figures'):
+    monkeypatch.delitem(sys.modules, name, raising=False)
+  reproduction.Queue([], roots, documents=[str(tmp_path / 'doc.md')], say=lambda line: None,
+                     figures_dir=str(tmp_path / 'f')).run()
+  assert {'iwae_tf.tables', 'iwae_tf.figure_files', 'iwae_tf.figures'} <= set(sys.modules)
+
+
 def _queue(roots, *extra):
   return subprocess.Popen(
       [sys.executable, os.path.join(ROOT, 'reproduce.py'), 'smoke', '--jobs=2', '--documents=', '--figures_dir=',
