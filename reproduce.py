@@ -8,6 +8,8 @@ Examples:
   python reproduce.py table1-omniglot --data=PATH/chardata.mat --jobs=2
   python reproduce.py table1 --pack=inflight    # before the machine goes: commit inflight/
   python reproduce.py table1 --unpack=inflight --jobs=2   # on the next machine
+  python reproduce.py table1 --unpack=inflight --keep_packed=inflight --jobs=2
+                                                # and keep the packs fresh as it runs
 
 Safe to kill and rerun at any moment: each run resumes from its last
 checkpoint, and each milestone is measured once (iwae_tf/reproduction.py).
@@ -52,6 +54,13 @@ flags.DEFINE_string('unpack', None, 'First copy each pack UNPACK/<name>/ into it
                     'where the run is behind it or missing (nothing there is replaced), then go '
                     'on as asked.')
 
+flags.DEFINE_string('keep_packed', None, 'While the queue runs, keep the packs of --pack in '
+                    'KEEP_PACKED/<name>/ up to date: every --pack_every seconds and when the queue '
+                    'is stopped, so that a machine lost without warning costs at most that much '
+                    'of each run.')
+flags.DEFINE_integer('pack_every', 600, 'Seconds between two refreshes of the packs of '
+                     '--keep_packed.')
+
 FLAGS = flags.FLAGS
 
 
@@ -85,7 +94,8 @@ def main(argv):
   say = lambda line: print(time.strftime('%Y-%m-%d %H:%M:%S ') + line, flush=True)  # noqa: E731
   try:
     failed = reproduction.Queue(exps, roots, FLAGS.jobs, [d for d in FLAGS.documents if d], say,
-                                figures_dir=FLAGS.figures_dir or None).run()
+                                figures_dir=FLAGS.figures_dir or None,
+                                pack_dir=FLAGS.keep_packed, pack_every=FLAGS.pack_every).run()
   except reproduction.Stopped as e:
     print(f'stopped: {e}', file=sys.stderr)
     sys.exit(e.status)

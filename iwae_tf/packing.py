@@ -15,7 +15,8 @@ pack is the least of a run directory that resumes it where it stopped::
 while the run trains: a checkpoint that rolls over while it is copied is
 detected (every copied tensor is read back) and the newer one is packed
 instead. A pack is written under a temporary name and replaces the older
-pack only when complete. ``unpack`` copies a pack into a run directory that
+pack only when complete (``newest_pack`` finds the complete one where the
+machine went between the two). ``unpack`` copies a pack into a run directory that
 is behind it (or missing), under the run's lock, and never replaces or
 removes a file there; ``train.py`` then resumes from the packed checkpoint,
 its generator state and step count included, so the run continues on the
@@ -191,10 +192,12 @@ def _read_packed(pack_dir):
 
 
 # ------------------------------------------------------- the queue's runs
-def pack_experiments(exps, roots, dest, say=print):
+def pack_experiments(exps, roots, dest, say=print, stale_only=False):
   """Packs each unfinished run of ``exps`` into ``dest/<name>``, with the
   milestones it has reached but not yet measured; removes the packs in
-  ``dest`` of the runs that are done. Returns the names packed."""
+  ``dest`` of the runs that are done. With ``stale_only``, a run whose pack
+  is at its newest checkpoint already is not packed again (the queue's
+  ``keep_packed``). Returns the names packed."""
   from iwae_tf import reproduction  # pylint: disable=import-outside-toplevel
   packed = []
   for exp in exps:
@@ -207,6 +210,8 @@ def pack_experiments(exps, roots, dest, say=print):
     if not rundir.saved_checkpoints(run_dir):
       continue
     before = packed_epoch(target)
+    if stale_only and before is not None and before >= rundir.newest_epoch(run_dir):
+      continue
     unmeasured = [e for e in exp.milestones if not os.path.exists(exp.result_path(e, roots))]
     epoch = pack(run_dir, target, unmeasured)
     note = '' if before is None else f' (replacing the pack of epoch {before})'
@@ -215,13 +220,27 @@ def pack_experiments(exps, roots, dest, say=print):
   return packed
 
 
+def newest_pack(source, name):
+  """The pack of run ``name`` in ``source``, or None.
+
+  That is ``source/<name>``, unless ``pack`` was cut off (the machine gone)
+  after its new pack was complete (``.tmp-<name>``, whose ``packed.json`` is
+  written last) and before it replaced the old one, which may be
+  ``.old-<name>`` by then: of the complete ones, the newest.
+  """
+  found = [(packed_epoch(d), d) for d in (os.path.join(source, prefix + name)
+                                           for prefix in ('', '.tmp-', '.old-'))]
+  found = [(epoch, d) for epoch, d in found if epoch is not None]
+  return max(found, key=lambda f: f[0])[1] if found else None  # ties: the first
+
+
 def unpack_experiments(exps, roots, source, say=print):
   """Unpacks ``source/<name>`` into each run of ``exps`` that is behind its
   pack (``unpack``). Returns the names unpacked."""
   unpacked = []
   for exp in exps:
-    pack_dir = os.path.join(source, exp.name)
-    if not os.path.isdir(pack_dir):
+    pack_dir = newest_pack(source, exp.name)
+    if pack_dir is None:
       continue
     run_dir = exp.run_dir(roots)
     epoch = unpack(pack_dir, run_dir)

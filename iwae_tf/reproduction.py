@@ -12,6 +12,12 @@ it starts, so that the queue can be killed at any moment and rerun:
    (``figure_files.from_results``);
 2. export the final weights (``evaluate.py --export``), where asked.
 
+With ``pack_dir``, the queue also keeps a pack of each unfinished run there
+(``packing.py``), refreshed every ``pack_every`` seconds and when it is
+stopped, so that a machine that goes without warning (a session's end, a
+pre-empted job) costs at most that much of each run's training: the packs
+are plain files beside the code, carried or committed with it.
+
 What is done is read from ``results/`` and ``pretrained/``, so a finished
 run needs no run directory. ``train.py`` holds its run directory's lock while
 it trains (``rundir.locked``); a job whose run another process holds is left
@@ -205,14 +211,19 @@ class Queue:
       after each measurement (None: not redrawn).
     say: where the queue's own lines go.
     cores: the cores to pin jobs to (default: this process's).
+    pack_dir: where the packs of the unfinished runs are kept (None: none).
+    pack_every: seconds between two refreshes of the packs.
   """
 
   def __init__(self, exps, roots, jobs=1, documents=(), say=print, cores=None,
-               figures_dir=None):
+               figures_dir=None, pack_dir=None, pack_every=600):
     if jobs < 1:
       raise QueueError(f'--jobs must be >= 1, got {jobs}')
+    if pack_every < 0:
+      raise QueueError(f'--pack_every must be >= 0 seconds, got {pack_every}')
     self.exps, self.roots, self.jobs, self.say = list(exps), roots, jobs, say
     self.documents, self.figures_dir = list(documents), figures_dir
+    self.pack_dir, self.pack_every, self._packed_at = pack_dir, pack_every, None
     cores = sorted(os.sched_getaffinity(0)) if cores is None else list(cores)
     self.cores = cores if jobs <= len(cores) else None
     self.failed = []
@@ -238,6 +249,7 @@ class Queue:
             slots[i] = self._next_job(pending, i)
           else:
             slots[i] = self._advance(slot, i)
+        self._keep_packed()
         if all(s is None for s in slots) and not pending:
           break
         time.sleep(0.2)
@@ -297,7 +309,8 @@ class Queue:
     return os.path.join(self.roots.runs, f'{exp.name}.log')
 
   def _load_reporting(self):
-    """Imports the modules that ``_tables`` uses, when the queue starts.
+    """Imports the modules that ``_tables`` and ``_keep_packed`` use, when
+    the queue starts.
 
     Not at the first measurement (hours later): a checkout changed meanwhile
     would give the queue some modules of the code it started with and others
@@ -305,7 +318,7 @@ class Queue:
     TensorFlow, which ``--status`` and ``--dry_run`` do without.
     """
     for name, needed in [('tables', self.documents), ('figure_files', self.figures_dir),
-                         ('figures', self.figures_dir)]:
+                         ('figures', self.figures_dir), ('packing', self.pack_dir)]:
       if needed:
         importlib.import_module(f'iwae_tf.{name}')
 
@@ -329,6 +342,26 @@ class Queue:
       else:
         self.say(f'figures redrawn in {self.figures_dir}: {", ".join(drawn) or "none"}')
 
+  def _keep_packed(self, now=False):
+    """Packs each run that went on since its pack, every ``pack_every``
+    seconds (or ``now``); removes the packs of the runs that are done.
+
+    A run that cannot be packed (a full disk) is said in one line and keeps
+    its older pack; the runs go on.
+    """
+    if self.pack_dir is None:
+      return
+    if not now and self._packed_at is not None and (
+        time.monotonic() - self._packed_at < self.pack_every):
+      return
+    from iwae_tf import packing  # pylint: disable=import-outside-toplevel
+    for exp in self.exps:
+      try:
+        packing.pack_experiments([exp], self.roots, self.pack_dir, self.say, stale_only=True)
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        self.say(f'{exp.name}: not packed ({type(e).__name__}: {e}); its older pack is kept')
+    self._packed_at = time.monotonic()
+
   def _stop(self, slots, signum):
     """Ends the running steps (each resumes from its last checkpoint) and stops."""
     running = [s for s in slots if s is not None and s[2] is not None]
@@ -345,6 +378,7 @@ class Queue:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
       log.close()
+    self._keep_packed(now=True)  # each stopped run at its last checkpoint
     name = signal.Signals(signum).name
     stopped = ', '.join(s[0].name for s in running) or 'nothing'
     raise Stopped(f'{name}: stopped {stopped}; every run keeps its last checkpoint and '

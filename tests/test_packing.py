@@ -191,3 +191,66 @@ def test_reproduce_py_packs_and_unpacks_the_named_sets(tmp_path):
   assert out.returncode == 0, out.stderr
   assert '| run | state |' in out.stdout
 
+
+
+def test_the_newest_complete_pack_is_found_where_a_pack_was_cut_off(tmp_path):
+  """The machine may go between the two renames that put a new pack in
+  place of the old (or while the old one is removed): of ``<name>``,
+  ``.tmp-<name>`` (complete once its packed.json is written) and
+  ``.old-<name>``, unpacking takes the newest complete one."""
+  def fake(folder, epoch=None):
+    os.makedirs(tmp_path / folder)
+    if epoch is not None:
+      (tmp_path / folder / 'packed.json').write_text(json.dumps({'epoch': epoch}))
+
+  assert packing.newest_pack(str(tmp_path), 'run') is None
+  fake('.old-run', 3)
+  fake('.tmp-run')  # its packed.json not yet written: incomplete
+  assert packing.newest_pack(str(tmp_path), 'run') == str(tmp_path / '.old-run')
+  (tmp_path / '.tmp-run' / 'packed.json').write_text('{"epoch": 4}')
+  assert packing.newest_pack(str(tmp_path), 'run') == str(tmp_path / '.tmp-run')
+  fake('run', 4)  # in place; the old one not yet removed
+  assert packing.newest_pack(str(tmp_path), 'run') == str(tmp_path / 'run')
+
+
+def test_the_queue_keeps_the_packs_of_its_runs_fresh(tmp_path, monkeypatch):
+  """``Queue(pack_dir=...)`` packs a run when it has gone on past its pack,
+  at most every ``pack_every`` seconds, says a pack that fails in one line
+  and keeps the older one, and removes the pack of a run that is done."""
+  from iwae_tf import reproduction  # pylint: disable=import-outside-toplevel
+  exp = _tiny(5)
+  roots = experiments.Roots(str(tmp_path / 'runs'), str(tmp_path / 'results'),
+                            str(tmp_path / 'pretrained'))
+  dest = tmp_path / 'inflight'
+  lines = []
+  queue = reproduction.Queue([exp], roots, say=lines.append, pack_dir=str(dest),
+                             pack_every=3600)
+  queue._keep_packed()  # nothing trained: nothing packed
+  assert lines == [] and not dest.exists()
+  training.train(dataclasses.replace(exp.config(roots), epochs=2))
+  queue._keep_packed()  # within the interval
+  assert lines == []
+  queue._keep_packed(now=True)
+  assert lines == [f'{exp.name}: packed at epoch 2 into {dest / exp.name}']
+  queue._keep_packed(now=True)  # the run has not gone on: not packed again
+  assert len(lines) == 1
+  training.train(dataclasses.replace(exp.config(roots), epochs=3))
+
+  def full_disk(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+  with monkeypatch.context() as m:
+    m.setattr(packing.shutil, 'copytree', full_disk)
+    queue._keep_packed(now=True)
+  assert lines[-1] == (f'{exp.name}: not packed (OSError: [Errno 28] No space left on device); '
+                       'its older pack is kept')
+  assert packing.packed_epoch(str(dest / exp.name)) == 2
+  assert sorted(os.listdir(dest)) == [exp.name]
+  queue.pack_every = 0
+  queue._keep_packed()
+  assert lines[-1] == (f'{exp.name}: packed at epoch 3 into {dest / exp.name} '
+                       '(replacing the pack of epoch 2)')
+  result = exp.result_path(5, roots)  # the run is done: its pack goes
+  os.makedirs(os.path.dirname(result))
+  open(result, 'w').close()
+  queue._keep_packed()
+  assert 'its pack' in lines[-1] and os.listdir(dest) == []

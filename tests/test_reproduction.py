@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from helpers import write_result
 from iwae_tf import config
 from iwae_tf import experiments
+from iwae_tf import packing
 from iwae_tf import reproduction
 from iwae_tf import rundir
 from iwae_tf import tables
@@ -221,13 +223,16 @@ def _queue(roots, *extra):
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
 
 
-def test_a_killed_queue_resumes_and_measures_each_milestone_once(roots):
-  """SIGTERM mid-run: one line, exit 143, the runs keep their checkpoints; a
-  second queue meanwhile is refused; the rerun finishes every job without
-  measuring again what was measured."""
+def test_a_killed_queue_resumes_and_measures_each_milestone_once(roots, tmp_path):
+  """SIGTERM mid-run: one line, exit 143, the runs keep their checkpoints
+  and their packs (``--keep_packed``) are at them; a second queue meanwhile
+  is refused; on a new machine (the runs gone) the rerun unpacks the packs
+  and finishes every job without measuring again what was measured."""
   smoke = experiments.SETS['smoke']
   first = smoke[0].result_path(1, roots)
-  p = _queue(roots)
+  inflight = str(tmp_path / 'inflight')
+  keep = [f'--keep_packed={inflight}', '--pack_every=0']
+  p = _queue(roots, *keep)
   deadline = time.time() + 300
   while time.time() < deadline and p.poll() is None and not os.path.exists(first):
     time.sleep(0.1)
@@ -241,10 +246,18 @@ def test_a_killed_queue_resumes_and_measures_each_milestone_once(roots):
   assert p.returncode == 143, err
   assert [l for l in err.splitlines() if l.startswith('stopped:')] == [err.strip()]
   assert 'rerun the same command to resume' in err
-  p = _queue(roots)
+  packed = [e for e in smoke if rundir.saved_checkpoints(e.run_dir(roots))]
+  assert packed, 'no run had a checkpoint when stopped'
+  for e in packed:
+    assert packing.packed_epoch(os.path.join(inflight, e.name)) == rundir.newest_epoch(
+        e.run_dir(roots)), e.name
+  shutil.rmtree(roots.runs)
+  p = _queue(roots, f'--unpack={inflight}', *keep)
   out, err = p.communicate(timeout=600)
   assert p.returncode == 0, err
   assert 'every job is done' in out
+  assert all(f'{e.name}: unpacked' in out for e in packed), out
+  assert os.listdir(inflight) == []  # the packs of the runs done are removed
   assert os.path.getmtime(first) == stamp
   measured = [l for l in out.splitlines() if 'vae_k2_3_poster: measure epoch 1' in l]
   assert not measured, out
