@@ -32,7 +32,7 @@ def test_own_model_snippet_runs():
 
 
 def test_layout_table_names_every_module():
-  text = read('README.md')
+  text = read('docs/DESIGN.md')
   package = os.path.join(ROOT, 'iwae_tf')
   modules = sorted(f for f in os.listdir(package) if f.endswith('.py') and f != '__init__.py')
   modules += sorted(f'{d}/' for d in os.listdir(package)
