@@ -192,32 +192,35 @@ def _read_packed(pack_dir):
 
 
 # ------------------------------------------------------- the queue's runs
-def pack_experiments(exps, roots, dest, say=print, stale_only=False):
-  """Packs each unfinished run of ``exps`` into ``dest/<name>``, with the
-  milestones it has reached but not yet measured; removes the packs in
-  ``dest`` of the runs that are done. With ``stale_only``, a run whose pack
-  is at its newest checkpoint already is not packed again (the queue's
-  ``keep_packed``). Returns the names packed."""
+def pack_experiments(exps, roots, dest, say=print):
+  """Packs each unfinished run of ``exps`` (``pack_experiment``). Returns the
+  names packed."""
+  return [exp.name for exp in exps if pack_experiment(exp, roots, dest, say)]
+
+
+def pack_experiment(exp, roots, dest, say=print, stale_only=False):
+  """Packs the run of ``exp`` into ``dest/<name>`` when it is unfinished,
+  with the milestones it has reached but not yet measured; removes its pack
+  when the run is done. With ``stale_only``, a run whose pack is at its
+  newest checkpoint already is not packed again (the queue's
+  ``keep_packed``). Returns whether it was packed."""
   from iwae_tf import reproduction  # pylint: disable=import-outside-toplevel
-  packed = []
-  for exp in exps:
-    run_dir, target = exp.run_dir(roots), os.path.join(dest, exp.name)
-    if reproduction.state(exp, roots) == 'done':
-      if os.path.isdir(target):
-        shutil.rmtree(target)
-        say(f'{exp.name}: done; its pack {target} was removed')
-      continue
-    if not rundir.saved_checkpoints(run_dir):
-      continue
-    before = packed_epoch(target)
-    if stale_only and before is not None and before >= rundir.newest_epoch(run_dir):
-      continue
-    unmeasured = [e for e in exp.milestones if not os.path.exists(exp.result_path(e, roots))]
-    epoch = pack(run_dir, target, unmeasured)
-    note = '' if before is None else f' (replacing the pack of epoch {before})'
-    say(f'{exp.name}: packed at epoch {epoch} into {target}{note}')
-    packed.append(exp.name)
-  return packed
+  run_dir, target = exp.run_dir(roots), os.path.join(dest, exp.name)
+  if reproduction.state(exp, roots) == 'done':
+    if os.path.isdir(target):
+      shutil.rmtree(target)
+      say(f'{exp.name}: done; its pack {target} was removed')
+    return False
+  if not rundir.saved_checkpoints(run_dir):
+    return False
+  before = packed_epoch(target)
+  if stale_only and before is not None and before >= rundir.newest_epoch(run_dir):
+    return False
+  unmeasured = [e for e in exp.milestones if not os.path.exists(exp.result_path(e, roots))]
+  epoch = pack(run_dir, target, unmeasured)
+  note = '' if before is None else f' (replacing the pack of epoch {before})'
+  say(f'{exp.name}: packed at epoch {epoch} into {target}{note}')
+  return True
 
 
 def newest_pack(source, name):

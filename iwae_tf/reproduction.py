@@ -357,7 +357,7 @@ class Queue:
     from iwae_tf import packing  # pylint: disable=import-outside-toplevel
     for exp in self.exps:
       try:
-        packing.pack_experiments([exp], self.roots, self.pack_dir, self.say, stale_only=True)
+        packing.pack_experiment(exp, self.roots, self.pack_dir, self.say, stale_only=True)
       except Exception as e:  # pylint: disable=broad-exception-caught
         self.say(f'{exp.name}: not packed ({type(e).__name__}: {e}); its older pack is kept')
     self._packed_at = time.monotonic()

@@ -192,7 +192,6 @@ def test_reproduce_py_packs_and_unpacks_the_named_sets(tmp_path):
   assert '| run | state |' in out.stdout
 
 
-
 def test_the_newest_complete_pack_is_found_where_a_pack_was_cut_off(tmp_path):
   """The machine may go between the two renames that put a new pack in
   place of the old (or while the old one is removed): of ``<name>``,
