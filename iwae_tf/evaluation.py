@@ -18,7 +18,6 @@ is never overwritten unless asked. ``evaluate_milestones`` measures every
 milestone of a run, once each.
 """
 
-import json
 import os
 import time
 
@@ -118,7 +117,7 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
     results_root: where results live when ``output`` is not given.
 
   Returns:
-    The result dict.
+    The ``results.Result`` written, read back from its file.
   """
   for name, value, least in [('k_nll', k_nll, 1), ('batch_size', batch_size, 1),
                              ('chunk', chunk, 1), ('train_subset', train_subset, 0),
@@ -185,7 +184,7 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   results.write(output, result, per_image)
   progress(f"NLL {result['test']['nll']['mean']:.2f} (K={k_nll}), "
            f"active units {result['active_units']}, {result['seconds']:.0f} s -> {output}")
-  return result
+  return results.read(output)
 
 
 def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
@@ -197,7 +196,8 @@ def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
   milestones and rolls its latest checkpoints over).
 
   Returns:
-    The results, by epoch (those measured earlier read back).
+    The ``results.Result`` of each epoch, by epoch (those measured earlier
+    read back).
   """
   out, latest_done = {}, False
 
@@ -220,8 +220,7 @@ def evaluate_milestones(run_dir, k_nll=5000, limit_test=None, overwrite=False,
     path = rundir.result_path(run_dir, epoch, k_nll, limit_test, results_root)
     if os.path.exists(path) and not overwrite:
       progress(f'{path}: measured already')
-      with open(path) as f:
-        out[epoch] = json.load(f)
+      out[epoch] = results.read(path)
       continue
     out[epoch] = evaluate_run(run_dir, checkpoint=epoch, k_nll=k_nll, limit_test=limit_test,
                               overwrite=overwrite, results_root=results_root,

@@ -40,8 +40,8 @@ def test_release_checkpoint_is_evaluated(release_run, tmp_path):
   old = json.load(open(release_run / 'results' / 'eval-ckpt2-K2.json'))
   new = evaluation.evaluate_run(str(release_run), k_nll=2, ks=(1,), batch_size=1000, chunk=2,
                                 progress=lambda s: None, results_root=str(tmp_path / 'results'))
-  assert new['test']['nll']['mean'] == pytest.approx(old['test']['nll']['mean'], abs=0.05)
-  assert new['active_units'] == old['active_units']
+  assert new.nll == pytest.approx(old['test']['nll']['mean'], abs=0.05)
+  assert new.active_units == old['active_units']
 
 
 def test_release_result_enters_the_table(release_run, tmp_path):

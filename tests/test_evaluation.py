@@ -37,7 +37,7 @@ def test_evaluate_run_writes_results(run_dir):
   path = os.path.join(results, 'run', 'eval-ckpt2-K200-n40.json')
   with open(path) as f:
     saved = json.load(f)
-  assert saved == json.loads(json.dumps(r))
+  assert (r.data, r.path) == (saved, path)  # what was written, read back
   # The per-image estimates beside it average to the reported NLL.
   with np.load(path.replace('.json', '.npz')) as f:
     assert f['test_log_likelihood'].shape == (40,)
@@ -279,15 +279,15 @@ def test_milestones_and_pretrained_export(tmp_path):
   got = evaluation.evaluate_milestones(str(tmp_path / 'run'), **kw)
   assert sorted(got) == [1, 4, 5]  # the stage ends so far, and the latest
   again = evaluation.evaluate_milestones(str(tmp_path / 'run'), **kw)  # read back, not redone
-  assert {e: r['test'] for e, r in again.items()} == {e: r['test'] for e, r in got.items()}
-  assert all(again[e]['seconds'] == got[e]['seconds'] for e in got)
+  assert {e: r.data['test'] for e, r in again.items()} == {e: r.data['test'] for e, r in got.items()}
+  assert all(again[e].data['seconds'] == got[e].data['seconds'] for e in got)
   out = tmp_path / 'pretrained' / 'tiny'
   checkpoints.export_pretrained(str(tmp_path / 'run'), str(out))
   names = [n for n, _ in tf.train.list_variables(str(out / 'checkpoints' / 'ckpt-5'))]
   assert not any(n.startswith('optimizer') for n in names)
   assert os.path.getsize(out / 'checkpoints' / 'ckpt-5.data-00000-of-00001') < 2e6
   again = evaluation.evaluate_run(str(out), **{**kw, 'results_root': str(tmp_path / 'r2')})
-  assert again['test'] == got[5]['test']  # the same model, the same numbers
+  assert again.data['test'] == got[5].data['test']  # the same model, the same numbers
   with pytest.raises(checkpoints.CheckpointError, match='not empty'):
     checkpoints.export_pretrained(str(tmp_path / 'run'), str(out))
 
