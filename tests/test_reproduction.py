@@ -225,32 +225,44 @@ def _queue(roots, *extra):
 
 def test_a_killed_queue_resumes_and_measures_each_milestone_once(roots, tmp_path):
   """SIGTERM mid-run: one line, exit 143, the runs keep their checkpoints
-  and their packs (``--keep_packed``) are at them; a second queue meanwhile
-  is refused; on a new machine (the runs gone) the rerun unpacks the packs
-  and finishes every job without measuring again what was measured."""
+  and the packs (``--keep_packed``) of the unfinished ones are at them; a
+  second queue meanwhile is refused; on a new machine (the runs gone) the
+  rerun unpacks the packs and finishes every job without measuring again
+  what was measured."""
   smoke = experiments.SETS['smoke']
   first = smoke[0].result_path(1, roots)
+  lock = os.path.join(roots.runs, '.queue.lock')
   inflight = str(tmp_path / 'inflight')
   keep = [f'--keep_packed={inflight}', '--pack_every=0']
   p = _queue(roots, *keep)
   deadline = time.time() + 300
-  while time.time() < deadline and p.poll() is None and not os.path.exists(first):
+  # The second queue while the first holds its lock (its process id written)
+  # and before the first result, so that the signal below comes mid-run:
+  # the second one's start-up would leave the runs time to end.
+  while time.time() < deadline and p.poll() is None and not (
+      os.path.exists(lock) and open(lock).read().strip()):
     time.sleep(0.1)
-  assert p.poll() is None, p.communicate()
   other = _queue(roots)
   out, err = other.communicate(timeout=120)
   assert other.returncode == 1 and 'another reproduce.py' in err, err
+  while time.time() < deadline and p.poll() is None and not os.path.exists(first):
+    time.sleep(0.1)
+  assert p.poll() is None, p.communicate()
   stamp = os.path.getmtime(first)
   p.send_signal(signal.SIGTERM)
   out, err = p.communicate(timeout=120)
   assert p.returncode == 143, err
   assert [l for l in err.splitlines() if l.startswith('stopped:')] == [err.strip()]
   assert 'rerun the same command to resume' in err
-  packed = [e for e in smoke if rundir.saved_checkpoints(e.run_dir(roots))]
-  assert packed, 'no run had a checkpoint when stopped'
+  # A run may have ended before the signal: its pack is removed, not kept.
+  done = [e for e in smoke if reproduction.state(e, roots) == 'done']
+  packed = [e for e in smoke if rundir.saved_checkpoints(e.run_dir(roots)) and e not in done]
+  assert packed, 'no unfinished run had a checkpoint when stopped'
   for e in packed:
     assert packing.packed_epoch(os.path.join(inflight, e.name)) == rundir.newest_epoch(
         e.run_dir(roots)), e.name
+  for e in done:
+    assert not os.path.exists(os.path.join(inflight, e.name)), e.name
   shutil.rmtree(roots.runs)
   p = _queue(roots, f'--unpack={inflight}', *keep)
   out, err = p.communicate(timeout=600)
