@@ -62,8 +62,11 @@ def main(argv):
     results = list(results_lib.read_results(FLAGS.results_root))
     markdown = tables_lib.table(results_lib.newest(results))
     curve = tables_lib.learning_curve_table(results)
+    departed = tables_lib.departure_curve_table(results)
     print(markdown + (f'\nThe paper-schedule runs at the ends of its stages:\n\n{curve}'
-                      if curve else ''), end='')
+                      if curve else '')
+          + (f'\nThe runs that depart from the paper setup, beside it:\n\n{departed}'
+             if departed else ''), end='')
     if FLAGS.write:
       tables_lib.write_tables(results, FLAGS.write)
     return

@@ -12,7 +12,8 @@ data checksum, evaluation seed, number of images and K) are compared image by
 image (``paired_difference``), so that the images' own difficulty cancels:
 IWAE against VAE (``paired_differences``, and along the learning curve
 ``learning_curve_pairs``), a departure from the paper's setup against the run
-without it (``departure_differences``), and Table 2's switched objectives
+without it (``departure_differences``, and along the learning curve
+``departure_curves``), and Table 2's switched objectives
 against the continued ones (``switched_differences``).
 """
 
@@ -291,6 +292,30 @@ def departure_differences(results):
     diff = paired_difference(r, base) if deps and base is not None else None
     if diff is not None:
       out[(r.key, ', '.join(deps))] = (r, base) + diff
+  return out
+
+
+def departure_curves(results):
+  """``departure_differences`` along the learning curve: each paper-schedule
+  run that departs from the paper's setup against the run with the same key
+  that does not, at every epoch both were measured (the largest K of each).
+
+  Returns:
+    ``{(key.curve, departures): {epoch: (run, mean NLL difference run -
+    baseline, paired standard error)}}``, in ``curve_order``, then by
+    departures; only pairs with a difference at some epoch.
+  """
+  best = {}
+  for r in results:
+    if r.schedule == 'paper' and not r.source:
+      at = (r.run, r.epoch)
+      if at not in best or r.k_nll > best[at].k_nll:
+        best[at] = r
+  out = {}
+  differences = departure_differences(list(best.values()))
+  order = lambda item: (curve_order(item[0][0]), item[0][1], item[0][0].epochs)  # noqa: E731
+  for (key, deps), (r, _, diff, se) in sorted(differences.items(), key=order):
+    out.setdefault((key.curve, deps), {})[key.epochs] = (r, diff, se)
   return out
 
 

@@ -4,10 +4,11 @@ documents between their markers.
 ``table`` lays the newest result of each run out like the paper's Table 1,
 with the paper's and the poster's numbers beside ours, then the paired
 blocks (``results.py``); ``learning_curve_table`` follows the paper-schedule
-runs over the schedule's stage ends; ``headline_table`` shows the cells
-measured after the paper's full budget. Each document (the README, the
-report) holds the tables it shows between markers, which ``write_tables``
-fills.
+runs over the schedule's stage ends, and ``departure_curve_table`` the runs
+that depart from the paper's setup beside those that do not;
+``headline_table`` shows the cells measured after the paper's full budget.
+Each document (the README, the report) holds the tables it shows between
+markers, which ``write_tables`` fills.
 """
 
 import os
@@ -109,6 +110,17 @@ def curve_label(dataset, layers, lat, name):
   return name + (f' ({", ".join(extra)})' if extra else '')
 
 
+def _epoch_table(rows):
+  """Markdown table of ``rows``, ``(label, {epoch: cell}, paper cell)``, one
+  column per epoch any row holds, then the paper's final column."""
+  epochs = sorted({e for _, cells, _ in rows for e in cells})
+  lines = ['| epoch | ' + ' | '.join(map(str, epochs)) + ' | paper (3280) |',
+           '|---|' + '---|' * (len(epochs) + 1)]
+  for label, cells, ref in rows:
+    lines.append(f'| {label} | ' + ' | '.join(cells.get(e, '') for e in epochs) + f' | {ref} |')
+  return '\n'.join(lines) + '\n'
+
+
 def learning_curve_table(results):
   """Markdown table of the paper-schedule runs (``learning_curves``) at the
   ends of the schedule's stages (``paper.STAGE_ENDS``): each run's test NLL
@@ -122,28 +134,43 @@ def learning_curve_table(results):
   curves = {key: curve for key, curve in curves.items() if curve}
   if not curves:
     return ''
-  epochs = sorted({e for curve in curves.values() for e in curve})
-  lines = ['| epoch | ' + ' | '.join(map(str, epochs)) + ' | paper (3280) |',
-           '|---|' + '---|' * (len(epochs) + 1)]
-
-  def row(label, cells, paper=''):
-    lines.append(f'| {label} | ' + ' | '.join(cells.get(e, '') for e in epochs)
-                 + f' | {paper} |')
-
+  rows = []
   # VAE k=1, IWAE k=1, VAE k=5, IWAE k=5, ... for each data set, depth and latents.
   order = lambda key: (key.dataset, key.layers, key.latents, key.k, key.objective != 'vae')  # noqa: E731
   for key in sorted(curves, key=order):
     name = curve_label(key.dataset, key.layers, key.latents, f'{key.objective.upper()} k = {key.k}')
-    row(f'{name}: test NLL', {e: f'{r.nll:.2f}' for e, r in curves[key].items()},
-        _cell(paper.nll(key.dataset, key.objective, key.latents, key.k)))
-    row(f'{name}: active units',
-        {e: '/'.join(map(str, r.active_units)) for e, r in curves[key].items()})
+    rows.append((f'{name}: test NLL', {e: f'{r.nll:.2f}' for e, r in curves[key].items()},
+                 _cell(paper.nll(key.dataset, key.objective, key.latents, key.k))))
+    rows.append((f'{name}: active units',
+                 {e: '/'.join(map(str, r.active_units)) for e, r in curves[key].items()}, ''))
   for (key, vae_k), paired in results_lib.learning_curve_pairs(curves).items():
     name = curve_label(key.dataset, key.layers, key.latents,
                        f'IWAE k = {key.k} − VAE k = {vae_k}, paired')
-    row(name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()},
-        _cell(paper.difference(key.dataset, key.latents, key.k, vae_k), '+.2f'))
-  return '\n'.join(lines) + '\n'
+    rows.append((name, {e: f'{d:+.2f} ± {se:.2f}' for e, (d, se) in paired.items()},
+                 _cell(paper.difference(key.dataset, key.latents, key.k, vae_k), '+.2f')))
+  return _epoch_table(rows)
+
+
+def departure_curve_table(results):
+  """Markdown table of the paper-schedule runs that depart from the paper's
+  setup (the original procedure, another seed; ``departure_curves``) at the
+  stage ends where the run without the departure was measured too: each
+  one's test NLL and active units, and its paired difference from that run;
+  the last column holds the paper's final NLL. Empty when there is none.
+  """
+  rows = []
+  for (key, deps), curve in results_lib.departure_curves(results).items():
+    curve = {e: v for e, v in curve.items() if e in paper.STAGE_ENDS}
+    if not curve:
+      continue
+    name = curve_label(key.dataset, key.layers, key.latents, f'{key.objective.upper()} k = {key.k}')
+    rows.append((f'{name}, {deps}: test NLL', {e: f'{r.nll:.2f}' for e, (r, _, _) in curve.items()},
+                 _cell(paper.nll(key.dataset, key.objective, key.latents, key.k))))
+    rows.append((f'{name}, {deps}: active units',
+                 {e: '/'.join(map(str, r.active_units)) for e, (r, _, _) in curve.items()}, ''))
+    rows.append((f'{name}: {deps} − paper setup, paired',
+                 {e: f'{d:+.2f} ± {se:.2f}' for e, (_, d, se) in curve.items()}, ''))
+  return _epoch_table(rows) if rows else ''
 
 
 def headline_table(results):
@@ -177,6 +204,8 @@ def headline_table(results):
 
 BEGIN, END = '<!-- results-table:begin -->', '<!-- results-table:end -->'
 CURVE_BEGIN, CURVE_END = '<!-- learning-curve:begin -->', '<!-- learning-curve:end -->'
+DEPARTURE_BEGIN = '<!-- departure-curve:begin -->'
+DEPARTURE_END = '<!-- departure-curve:end -->'
 HEADLINE_BEGIN, HEADLINE_END = '<!-- headline:begin -->', '<!-- headline:end -->'
 # The documents whose generated tables evaluate.py --table --write rewrites.
 DOCUMENTS = ('README.md', os.path.join('docs', 'REPORT.md'))
@@ -187,6 +216,7 @@ def tables(all_results):
   all_results = list(all_results)
   return {(BEGIN, END): table(results_lib.newest(all_results)),
           (CURVE_BEGIN, CURVE_END): learning_curve_table(all_results),
+          (DEPARTURE_BEGIN, DEPARTURE_END): departure_curve_table(all_results),
           (HEADLINE_BEGIN, HEADLINE_END): headline_table(all_results)}
 
 

@@ -343,6 +343,50 @@ def test_learning_curve_table_of_the_paper_schedule_runs(tmp_path):
                                 f'{tables_lib.CURVE_BEGIN}\ncurve\n{tables_lib.CURVE_END}\n')
 
 
+def test_departure_curve_table_pairs_each_departure_with_the_paper_setup_run(tmp_path):
+  """The original procedure and another seed, each beside the paper-setup
+  run of its key at the stage ends both were measured, image by image, at
+  the largest K; other schedules and unpaired epochs left out."""
+  rng = np.random.default_rng(4)
+  difficulty = rng.normal(-90, 25, size=10000)
+  ll = {}
+
+  def write(run, epoch, optim=None, **config):
+    ll[run, epoch] = difficulty - 10 / epoch + rng.normal(0, .2, 10000)
+    write_result(tmp_path, run, 'vae', 1, ll[run, epoch], epoch, au=[30 - epoch],
+                 config={'optim': {'schedule': 'paper', **(optim or {})}, 'data': {}, **config})
+
+  for epoch in (1, 4, 20):
+    write('vae1', epoch)
+  for epoch in (1, 4, 13, 20):  # 13: the paper-setup run was not measured; 20: no stage end
+    write('seed1', epoch, seed=1)
+  write('original', 4, procedure='original', data={'validation_size': 400})
+  write('poster_seed2', 4, optim={'schedule': 'poster'}, seed=2)  # not the paper's schedule
+  # The same checkpoint at a smaller K, read after the K = 5000 file: not the one paired.
+  smaller = json.loads((tmp_path / 'seed1' / 'eval-4.json').read_text())
+  np.savez_compressed(tmp_path / 'seed1' / 'eval-4_K50.npz', test_log_likelihood=difficulty - 9)
+  smaller.update(k_nll=50, per_image='eval-4_K50.npz')
+  (tmp_path / 'seed1' / 'eval-4_K50.json').write_text(json.dumps(smaller))
+  results = list(results_lib.read_results(str(tmp_path)))
+  nll = lambda run, e: f'{-ll[run, e].mean():.2f}'  # noqa: E731
+
+  def paired(a, e):
+    d = -(ll[a, e] - ll['vae1', e])
+    return f'{d.mean():+.2f} ± {d.std() / 100:.2f}'
+
+  assert tables_lib.departure_curve_table(results).splitlines() == [
+      '| epoch | 1 | 4 | paper (3280) |', '|---|---|---|---|',
+      f'| VAE k = 1, original procedure: test NLL |  | {nll("original", 4)} | 86.76 |',
+      '| VAE k = 1, original procedure: active units |  | 26 |  |',
+      f'| VAE k = 1: original procedure − paper setup, paired |  | {paired("original", 4)} |  |',
+      f'| VAE k = 1, seed=1: test NLL | {nll("seed1", 1)} | {nll("seed1", 4)} | 86.76 |',
+      '| VAE k = 1, seed=1: active units | 29 | 26 |  |',
+      f'| VAE k = 1: seed=1 − paper setup, paired | {paired("seed1", 1)} | {paired("seed1", 4)} |  |']
+  assert tables_lib.departure_curve_table([r for r in results if not r.departures]) == ''
+  block = (tables_lib.DEPARTURE_BEGIN, tables_lib.DEPARTURE_END)
+  assert tables_lib.tables(results)[block] == tables_lib.departure_curve_table(results)
+
+
 def test_eta_reporter_says_images_done_and_time_left():
   said, now = [], [0.0]
   report = evaluation.eta_reporter(said.append, 'NLL', every=30, clock=lambda: now[0])
