@@ -14,7 +14,9 @@ IWAE against VAE (``paired_differences``, and along the learning curve
 ``learning_curve_pairs``), a departure from the paper's setup against the run
 without it (``departure_differences``, and along the learning curve
 ``departure_curves``), and Table 2's switched objectives
-against the continued ones (``switched_differences``).
+against the continued ones (``switched_differences``). Each keeps one result
+per experiment (key and departures): the largest K, then the first read;
+``read_results`` names the runs that measured one experiment twice.
 """
 
 import dataclasses
@@ -201,9 +203,11 @@ def read(path):
 
 
 def read_results(results_root=rundir.RESULTS_ROOT, warn=_warn):
-  """Every full-test-set ``Result`` under ``results_root/<run>/``. A file
-  that cannot be read or parsed (cut short, say) is skipped with one line
-  naming it."""
+  """Every full-test-set ``Result`` under ``results_root/<run>/``, in path
+  order. A file that cannot be read or parsed (cut short, say) is skipped
+  with one line naming it; so, once all are read, is each set of runs that
+  measured the same experiment (``shared_experiments``)."""
+  read_ = []
   for path in sorted(glob.glob(os.path.join(results_root, '*', 'eval-*.json'))):
     try:
       r = read(path)
@@ -211,7 +215,48 @@ def read_results(results_root=rundir.RESULTS_ROOT, warn=_warn):
       warn(f'{path}: unreadable result ({type(e).__name__}: {str(e)[:80]}); left out')
       continue
     if r.full_test_set:
+      read_.append(r)
       yield r
+  for (curve, deps), (runs, epochs) in shared_experiments(read_).items():
+    warn(f"runs {', '.join(runs)} all measured {curve.dataset.upper()} {curve.layers}-layer "
+         f"{curve.objective.upper()} k={curve.k}, latents {curve.latents}"
+         f"{', ' + deps if deps else ''} at epoch {', '.join(map(str, epochs))}; "
+         'the paired and learning-curve tables show one result per epoch '
+         '(the largest K, then the first read)')
+
+
+def shared_experiments(results):
+  """Runs that measured the same experiment: the same ``Key`` and departures
+  (one run copied under another name, say). The pairings and learning curves
+  keep one result per experiment (``_largest_k``), so one such run would
+  hide the other.
+
+  Returns:
+    ``{(key.curve, departures): (run names, epochs)}``, each sorted, for the
+    epochs that two or more runs measured.
+  """
+  runs = {}
+  for r in results:
+    runs.setdefault((r.key, ', '.join(r.departures)), set()).add(r.run)
+  out = {}
+  for (key, deps), names in sorted(runs.items(), key=lambda item: (curve_order(item[0][0]),
+                                                                   item[0][1], item[0][0].epochs)):
+    if len(names) > 1:
+      names_, epochs = out.setdefault((key.curve, deps), (set(), []))
+      names_.update(names)
+      epochs.append(key.epochs)
+  return {g: (sorted(names), epochs) for g, (names, epochs) in out.items()}
+
+
+def _largest_k(results, group):
+  """``{group(r): r}``: in each group the result with the largest K; of
+  equal K, the first read."""
+  best = {}
+  for r in results:
+    g = group(r)
+    if g not in best or r.k_nll > best[g].k_nll:
+      best[g] = r
+  return best
 
 
 def collect(results_root=rundir.RESULTS_ROOT):
@@ -260,19 +305,14 @@ def paired_differences(results):
     error is that of the per-image differences, far smaller than either
     model's own, since the images' difficulty cancels.
   """
-  by_key = {}
-  for r in results:
-    key = r.key
-    by_key.setdefault((key._replace(objective='iwae'), ', '.join(r.departures)),
-                      {})[key.objective] = r
+  one = _largest_k(results, lambda r: (r.key, ', '.join(r.departures)))
   out = {}
-  for key, pair in by_key.items():
-    a, b = pair.get('iwae'), pair.get('vae')
-    if a is None or b is None or key[0].k == 1:
-      continue
-    diff = paired_difference(a, b)
+  for (key, deps), a in one.items():
+    b = one.get((key._replace(objective='vae'), deps))
+    diff = (paired_difference(a, b)
+            if key.objective == 'iwae' and key.k > 1 and b is not None else None)
     if diff is not None:
-      out[key] = diff
+      out[(key, deps)] = diff
   return out
 
 
@@ -285,13 +325,13 @@ def departure_differences(results):
     baseline, paired standard error)}`` for the pairs with per-image
     estimates (see ``paired_difference``).
   """
-  baseline = {r.key: r for r in results if not r.departures}
+  one = _largest_k(results, lambda r: (r.key, ', '.join(r.departures)))
   out = {}
-  for r in results:
-    deps, base = r.departures, baseline.get(r.key)
+  for (key, deps), r in one.items():
+    base = one.get((key, ''))
     diff = paired_difference(r, base) if deps and base is not None else None
     if diff is not None:
-      out[(r.key, ', '.join(deps))] = (r, base) + diff
+      out[(key, deps)] = (r, base) + diff
   return out
 
 
@@ -305,14 +345,9 @@ def departure_curves(results):
     baseline, paired standard error)}}``, in ``curve_order``, then by
     departures; only pairs with a difference at some epoch.
   """
-  best = {}
-  for r in results:
-    if r.schedule == 'paper' and not r.source:
-      at = (r.run, r.epoch)
-      if at not in best or r.k_nll > best[at].k_nll:
-        best[at] = r
   out = {}
-  differences = departure_differences(list(best.values()))
+  differences = departure_differences(
+      [r for r in results if r.schedule == 'paper' and not r.source])
   order = lambda item: (curve_order(item[0][0]), item[0][1], item[0][0].epochs)  # noqa: E731
   for (key, deps), (r, _, diff, se) in sorted(differences.items(), key=order):
     out.setdefault((key.curve, deps), {})[key.epochs] = (r, diff, se)
@@ -357,12 +392,10 @@ def learning_curves(results):
     measured more than once.
   """
   curves = {}
-  for r in results:
-    if r.schedule != 'paper' or r.departures or r.source:
-      continue
-    curve = curves.setdefault(r.key.curve, {})
-    if r.epoch not in curve or r.k_nll > curve[r.epoch].k_nll:
-      curve[r.epoch] = r
+  one = _largest_k([r for r in results if r.schedule == 'paper' and not r.departures
+                    and not r.source], lambda r: r.key)
+  for key, r in one.items():
+    curves.setdefault(key.curve, {})[key.epochs] = r
   return curves
 
 

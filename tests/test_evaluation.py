@@ -387,6 +387,37 @@ def test_departure_curve_table_pairs_each_departure_with_the_paper_setup_run(tmp
   assert tables_lib.tables(results)[block] == tables_lib.departure_curve_table(results)
 
 
+def test_runs_that_measured_the_same_experiment_are_named(tmp_path):
+  """Two runs of one experiment (a run copied under another name) at a shared
+  epoch: one warning naming both, and the tables keep the larger K, then the
+  first read, rather than whichever came last."""
+  rng = np.random.default_rng(5)
+  ll = lambda: rng.normal(-90, 25, size=10000)  # noqa: E731
+  paper_cfg = {'optim': {'schedule': 'paper'}, 'data': {}}
+  for run, epochs in (('a', (1, 4)), ('b', (4, 13)), ('c', (4,))):
+    for epoch in epochs:
+      write_result(tmp_path, run, 'vae', 1, ll(), epoch, config=paper_cfg)
+  write_result(tmp_path, 'd', 'vae', 1, ll(), 4, config={**paper_cfg, 'seed': 1})  # another seed
+  write_result(tmp_path, 'e', 'vae', 5, ll(), 4, config=paper_cfg)  # another k
+  said = []
+  results = list(results_lib.read_results(str(tmp_path), warn=said.append))
+  assert len(results) == 7
+  assert said == ['runs a, b, c all measured MNIST 1-layer VAE k=1, latents 50 at epoch 4; the '
+                  'paired and learning-curve tables show one result per epoch (the largest K, '
+                  'then the first read)']
+  curve = results_lib.learning_curves(results)[results_lib.Key('mnist', 1, 'vae', 1, '50', None)]
+  assert {e: r.run for e, r in curve.items()} == {1: 'a', 4: 'a', 13: 'b'}
+  # At a larger K, b's measurement of epoch 4 is the one kept.
+  bigger = json.loads((tmp_path / 'b' / 'eval-4.json').read_text())
+  (tmp_path / 'b' / 'eval-4.json').write_text(json.dumps({**bigger, 'k_nll': bigger['k_nll'] * 2}))
+  results = list(results_lib.read_results(str(tmp_path), warn=said.append))
+  curve = results_lib.learning_curves(results)[results_lib.Key('mnist', 1, 'vae', 1, '50', None)]
+  assert curve[4].run == 'b'
+  assert list(results_lib.shared_experiments([r for r in results if r.run != 'c'])) == [
+      (results_lib.Key('mnist', 1, 'vae', 1, '50', None), '')]
+  assert results_lib.shared_experiments([r for r in results if r.run in 'ade']) == {}
+
+
 def test_eta_reporter_says_images_done_and_time_left():
   said, now = [], [0.0]
   report = evaluation.eta_reporter(said.append, 'NLL', every=30, clock=lambda: now[0])
