@@ -60,15 +60,19 @@ def _wait_for_epoch(p, run, epoch, timeout=300):
 def test_a_signal_mid_epoch_is_one_line_and_the_rerun_logs_every_epoch_once(
     tmp_path, sig, status, name):
   run = tmp_path / 'run'
-  p = _train(run)
+  # Epochs of 50 steps: the 27 left outlast a test process that a loaded
+  # machine wakes late (of 10 steps, the run once ended before the signal).
+  slower = ['--limit_train=1000']
+  p = _train(run, slower)
   _wait_for_epoch(p, run, 3)
   time.sleep(0.1)  # into the next epoch
+  assert p.poll() is None, 'the run ended before the signal was sent'
   p.send_signal(sig)
   out, err = p.communicate(timeout=120)
   assert p.returncode == status, err
   assert err.strip().splitlines() == [err.strip()], err  # one line, no traceback
   assert err.startswith(f'stopped ({name}): every checkpoint') and 'to resume' in err
-  p = _train(run)
+  p = _train(run, slower)
   out, err = p.communicate(timeout=600)
   assert p.returncode == 0, err
   s = logs.read_scalars(str(run / 'tensorboard'))
