@@ -173,6 +173,13 @@ class Result:
                '-'.join(map(str, cfg['model']['latents'])), self.epoch)
 
   @property
+  def experiment(self):
+    """``(key, departures)``: what it measured, and how its run departs from
+    the paper's setup, as the tables write it ('' for the paper's); the
+    pairings and learning curves keep one result per experiment."""
+    return self.key, ', '.join(self.departures)
+
+  @property
   def full_test_set(self):
     """Whether it measured the whole test set of its data set."""
     # Results written before ``test_size`` was recorded are MNIST's (10,000).
@@ -232,20 +239,19 @@ def shared_experiments(results):
   hide the other.
 
   Returns:
-    ``{(key.curve, departures): (run names, epochs)}``, each sorted, for the
-    epochs that two or more runs measured.
+    ``{(key.curve, departures): (run names, epochs)}`` (``Result.experiment``),
+    each sorted, for the epochs that two or more runs measured.
   """
-  runs = {}
+  runs = {}  # (key.curve, departures) -> {epoch: run names}
   for r in results:
-    runs.setdefault((r.key, ', '.join(r.departures)), set()).add(r.run)
+    key, deps = r.experiment
+    runs.setdefault((key.curve, deps), {}).setdefault(key.epochs, set()).add(r.run)
   out = {}
-  for (key, deps), names in sorted(runs.items(), key=lambda item: (curve_order(item[0][0]),
-                                                                   item[0][1], item[0][0].epochs)):
-    if len(names) > 1:
-      names_, epochs = out.setdefault((key.curve, deps), (set(), []))
-      names_.update(names)
-      epochs.append(key.epochs)
-  return {g: (sorted(names), epochs) for g, (names, epochs) in out.items()}
+  for group in sorted(runs, key=lambda g: (curve_order(g[0]), g[1])):
+    shared = {e: names for e, names in runs[group].items() if len(names) > 1}
+    if shared:
+      out[group] = (sorted(set().union(*shared.values())), sorted(shared))
+  return out
 
 
 def _largest_k(results, group):
@@ -305,7 +311,7 @@ def paired_differences(results):
     error is that of the per-image differences, far smaller than either
     model's own, since the images' difficulty cancels.
   """
-  one = _largest_k(results, lambda r: (r.key, ', '.join(r.departures)))
+  one = _largest_k(results, lambda r: r.experiment)
   out = {}
   for (key, deps), a in one.items():
     b = one.get((key._replace(objective='vae'), deps))
@@ -325,7 +331,7 @@ def departure_differences(results):
     baseline, paired standard error)}`` for the pairs with per-image
     estimates (see ``paired_difference``).
   """
-  one = _largest_k(results, lambda r: (r.key, ', '.join(r.departures)))
+  one = _largest_k(results, lambda r: r.experiment)
   out = {}
   for (key, deps), r in one.items():
     base = one.get((key, ''))
