@@ -23,6 +23,8 @@ from iwae_tf import results as results_lib
 from iwae_tf import tables
 
 KS = (1, 5, 50)
+# The learning curve's second panel starts at the end of this stage (the sixth).
+ZOOM_FROM = paper.STAGE_ENDS[5]
 
 
 class Missing(errors.IWAEError):
@@ -145,10 +147,19 @@ def learning_curve(all_results):
                   '--run_dir=runs/vae_k1_50_paper --milestones')
   # Ticks at the stages' ends; a run's newest checkpoint between them is drawn unlabelled.
   epochs = sorted({e for x, _ in curves.values() for e in x} & set(paper.STAGE_ENDS))
-  fig = plotting.line_panels([
-      dict(series=curves, xlabel='epoch (ticks: ends of the schedule\'s stages)',
-           ylabel='test NLL (K = 5000, 10,000 images)', logx=True, hlines=final,
-           xticks=epochs, title='paper schedule; dashed: paper, 3280 epochs')])
+  xlabel = 'epoch (ticks: ends of the schedule\'s stages)'
+  panels = [dict(series=curves, xlabel=xlabel, ylabel='test NLL (K = 5000, 10,000 images)',
+                 logx=True, hlines=final, xticks=epochs,
+                 title='paper schedule; dashed: paper, 3280 epochs')]
+  if any(e >= ZOOM_FROM for x, _ in curves.values() for e in x):
+    # The runs part by a nat or two late on, against a first panel spanning 30 nats. Every
+    # series stays, empty or not, so that each run keeps its colour in both panels.
+    late = {n: ([e for e in x if e >= ZOOM_FROM], [v for e, v in zip(x, y) if e >= ZOOM_FROM])
+            for n, (x, y) in curves.items()}
+    panels.append(dict(series=late, xlabel=xlabel, ylabel='test NLL', logx=True,
+                       hlines=final, xticks=[e for e in epochs if e >= ZOOM_FROM],
+                       legend=False, title=f'from epoch {ZOOM_FROM} on'))
+  fig = plotting.line_panels(panels)
   measured = {n: {str(e): v for e, v in zip(*xy)} for n, xy in curves.items()}
   for (key, vae_k), paired in results_lib.learning_curve_pairs(runs).items():
     name = tables.curve_label(key.dataset, key.layers, key.latents,

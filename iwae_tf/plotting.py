@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use('Agg')
 
 from matplotlib import figure as mpl_figure  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 from matplotlib.backends import backend_agg  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -132,8 +133,9 @@ def line_panels(panels):
 
   Args:
     panels: list of dicts with ``series`` (``{name: (x, y)}``), ``xlabel``,
-      ``ylabel`` and optionally ``title``, ``logx``, ``xticks``, and
-      ``hlines`` (``{name: y}``: a dashed line in that series' colour).
+      ``ylabel`` and optionally ``title``, ``logx``, ``xticks``, ``hlines``
+      (``{name: y}``: a dashed line in that series' colour) and ``legend``
+      (default True).
   """
   fig = _figure(5 * len(panels), 3.5)
   axes = np.atleast_1d(fig.subplots(1, len(panels)))
@@ -147,11 +149,14 @@ def line_panels(panels):
     if panel.get('xticks') is not None:
       ax.set_xticks(panel['xticks'])
       ax.set_xticklabels([str(t) for t in panel['xticks']])
+      # A log axis spanning less than a decade labels its minor ticks too.
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel(panel['xlabel'])
     ax.set_ylabel(panel['ylabel'])
     ax.set_title(panel.get('title', ''))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if panel.get('legend', True):
+      ax.legend(fontsize=8)
   return fig
 
 

@@ -97,7 +97,24 @@ def test_learning_curve_pairs_iwae_with_both_baselines(tmp_path):
       diff, se = paired[str(e)]
       assert diff == pytest.approx(d.mean(), abs=1e-3)
       assert se == pytest.approx(d.std() / 100, rel=1e-2)
-  assert len(fig.axes) == 1
+  assert len(fig.axes) == 1  # nothing measured late: no second panel
+
+
+def test_learning_curve_draws_the_last_stages_again_in_each_runs_colour(tmp_path):
+  nll = {('vae_k1_50_paper', 'vae', 1): {13: 95.0, 364: 88.0, 1093: 87.0, 3280: 86.4},
+         ('iwae_k5_50_paper', 'iwae', 5): {13: 94.0, 121: 88.5}}  # none late: an empty series
+  for (run, obj, k), curve in nll.items():
+    for epoch, value in curve.items():
+      _result(tmp_path, run, obj, k, epoch, ll=np.full(10000, -value))
+  fig, _ = figures.learning_curve(results_lib.read_results(str(tmp_path)))
+  assert len(fig.axes) == 2
+  whole, late = ([(list(line.get_xdata()), line.get_color()) for line in ax.get_lines()
+                  if line.get_linestyle() == '-'] for ax in fig.axes)
+  assert whole == [([13, 121], whole[0][1]), ([13, 364, 1093, 3280], whole[1][1])]
+  assert late == [([], whole[0][1]), ([364, 1093, 3280], whole[1][1])]
+  lo, hi = fig.axes[1].get_ylim()  # the late points and the paper's final numbers, not epoch 13
+  assert 83 < lo < 85.54 and 88 < hi < 90
+  assert fig.axes[1].get_legend() is None
 
 
 def test_samples_figure_draws_every_shipped_model():
