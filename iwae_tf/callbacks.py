@@ -7,7 +7,9 @@ values and the last good one stays the latest (``StopOnDivergence``). Each
 epoch's TensorBoard scalars are measured before its checkpoint and written
 after it (``TensorBoardSummaries``, ``SaveCheckpoint``), with Ctrl-C and
 SIGTERM held back in between, so that an epoch is logged exactly once;
-milestone checkpoints are kept for good (``checkpoints.keep_milestone``).
+milestone checkpoints are kept for good (``checkpoints.keep_milestone``). A
+Ctrl-C or SIGTERM whose exception library code swallowed stops the run after
+the compiled call it arrived in (``StopOnSignal``).
 """
 
 import os
@@ -173,6 +175,15 @@ class Progress(keras.callbacks.Callback):
     self.stream.write(('\r' if self._width else '') + line.ljust(self._width) + end)
     self._width = 0 if end else len(line)
     self.stream.flush()
+
+
+class StopOnSignal(keras.callbacks.Callback):
+  """Stops the run after the compiled call in which Ctrl-C or SIGTERM
+  arrived, should library code have swallowed the signal's exception
+  (``cli.raise_if_stopped``): a stop costs at most one call's steps."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    cli.raise_if_stopped()
 
 
 class StopOnDivergence(keras.callbacks.Callback):

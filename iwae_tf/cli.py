@@ -101,8 +101,37 @@ class Terminated(BaseException):
   """SIGTERM (what a scheduler sends), raised where Python code runs next."""
 
 
-def _on_sigterm(signum, frame):
-  raise Terminated()
+# The stop signals received (SIGINT, SIGTERM), kept after their exception is
+# raised: a signal's handler runs wherever the main thread is, possibly inside
+# library code that catches every exception (a bare ``except:``), which would
+# swallow the stop and let the run go on. A SIGTERM'd run once trained to its
+# end and exited 0 in CI; ``raise_if_stopped``, called after every compiled
+# call, stops such a run within one call.
+_stops = []
+
+
+def _stop_exception(signum):
+  return KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def _on_stop(signum, frame):
+  _stops.append(signum)
+  raise _stop_exception(signum)
+
+
+def install_stop_handlers():
+  """Makes Ctrl-C raise ``KeyboardInterrupt`` and SIGTERM ``Terminated``,
+  each also recorded for ``raise_if_stopped``."""
+  del _stops[:]
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, _on_stop)
+
+
+def raise_if_stopped():
+  """Raises again the exception of the first stop signal received since
+  ``install_stop_handlers``, should library code have swallowed it."""
+  if _stops:
+    raise _stop_exception(_stops[0])
 
 
 @contextlib.contextmanager
@@ -158,10 +187,12 @@ def run_main(main, argv):
 
   Any other exception (a bug) keeps its traceback.
   """
-  signal.signal(signal.SIGTERM, _on_sigterm)
+  install_stop_handlers()
   kept = 'every checkpoint and result already written is kept'
   try:
-    return main(argv)
+    result = main(argv)
+    raise_if_stopped()  # a stop whose exception library code swallowed
+    return result
   except errors.IWAEError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)

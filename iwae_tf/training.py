@@ -247,7 +247,7 @@ def _train(config, strategy, chief, splits):
     print(f'{config.run_dir}: resuming at epoch {start + 1} of {total}.')
 
   callbacks = [keras.callbacks.LearningRateScheduler(config.learning_rate),
-               callbacks_lib.StopOnDivergence(config.run_dir)]
+               callbacks_lib.StopOnSignal(), callbacks_lib.StopOnDivergence(config.run_dir)]
   summaries = None
   if chief:
     subset = data_lib.binarize_fixed(splits.x_train[:config.summary_subset],
