@@ -34,15 +34,15 @@ def _train(run, extra=()):
                           stderr=subprocess.PIPE, text=True)
 
 
-def _train_with_fault(fault, run, epochs):
+def _train_with_fault(fault, run, epochs, status=1):
   """train.py in a process whose ``fault`` (Python source) replaced a function
-  first; returns its stderr lines after checking it exited 1."""
+  first; returns its stderr lines after checking its exit ``status``."""
   code = (f'import sys, runpy\n{fault}\n'
           f'sys.argv = ["train.py", *{ARGS!r}, "--epochs={epochs}", "--run_dir={run}"]\n'
           f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
   p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
                      timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-  assert p.returncode == 1, p.stderr
+  assert p.returncode == status, p.stderr
   return p.stderr.strip().splitlines()
 
 
@@ -148,15 +148,10 @@ def test_a_sigterm_that_a_library_swallows_still_stops_the_run_within_a_call(tmp
            '      pass\n'
            '  return real(self, epoch, logs)\n'
            'keras.callbacks.LearningRateScheduler.on_epoch_begin = swallowing\n')
-  code = (f'import sys, runpy\n{fault}\n'
-          f'sys.argv = ["train.py", *{ARGS!r}, "--epochs=8", "--run_dir={run}"]\n'
-          f'runpy.run_path({os.path.join(ROOT, "train.py")!r}, run_name="__main__")\n')
-  p = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                     timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-  assert p.returncode == 143, p.stderr
+  err = _train_with_fault(fault, run, 8, status=143)
   # (TensorFlow's start-up lines come first here: the fault imports it unfiltered.)
-  assert p.stderr.strip().splitlines()[-1].startswith('stopped (SIGTERM): '), p.stderr
-  assert 'Traceback' not in p.stderr, p.stderr
+  assert err[-1].startswith('stopped (SIGTERM): '), err
+  assert not any('Traceback' in line for line in err), err
   assert rundir.saved_checkpoints(str(run))[0].endswith('ckpt-3')
 
 
