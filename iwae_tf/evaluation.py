@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from iwae_tf import checkpoints
+from iwae_tf import cli
 from iwae_tf import datasets as data_lib
 from iwae_tf import errors
 from iwae_tf import memory
@@ -56,6 +57,20 @@ def eta_reporter(say, label, every=30.0, clock=time.monotonic):
     say(f'{label}: {done}/{total} images, about {_minutes(left)} left')
 
   return report
+
+
+def _stoppable(report=None):
+  """A ``progress(done, total)`` callback for a measurement's loop that
+  first raises again a stop signal whose exception library code swallowed
+  (``cli.raise_if_stopped``), so that a stopped measurement ends within one
+  batch rather than at its end, then calls ``report`` (if given)."""
+
+  def after_batch(done, total):
+    cli.raise_if_stopped()
+    if report is not None:
+      report(done, total)
+
+  return after_batch
 
 
 def _minutes(seconds):
@@ -155,7 +170,7 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   if 'initialised_from' in env:
     result['initialised_from'] = env['initialised_from']
   result['test'], per_image = measure(model, x_test, ks, k_nll, seed, estimator,
-                                      eta_reporter(progress, f'  test NLL, K={k_nll}'))
+                                      _stoppable(eta_reporter(progress, f'  test NLL, K={k_nll}')))
   per_image = {'test_log_likelihood': per_image}
   variances = metrics.posterior_mean_variances(model, x_test, seed)
   result['active_units'] = metrics.active_units(variances)
@@ -168,14 +183,14 @@ def evaluate_run(run_dir, checkpoint=None, k_nll=5000, ks=(1, 5, 50), seed=0,
   result['active_units_first_train_images'] = len(x_first)
   if train_subset:
     x_train = data_lib.binarize_fixed(splits.x_train[:train_subset], config.data.eval_seed)
-    result['train'], _ = measure(model, x_train, ks, k_nll, seed, estimator)
+    result['train'], _ = measure(model, x_train, ks, k_nll, seed, estimator, _stoppable())
     result['num_train'] = len(x_train)
   if prune:
     dead = [np.flatnonzero(v <= metrics.ACTIVE_THRESHOLD).tolist() for v in variances]
     model.prune(dead)
     result['pruned_units'] = dead
     pruned = metrics.Estimator(model, batch_size=batch_size, chunk=chunk)
-    ll = pruned.log_likelihood(x_test, k_nll, seed)
+    ll = pruned.log_likelihood(x_test, k_nll, seed, _stoppable())
     result['test_pruned'] = {'nll': _nll(ll, k_nll)}
     per_image['test_pruned_log_likelihood'] = ll
   result['seconds'] = time.time() - start

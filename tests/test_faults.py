@@ -15,7 +15,9 @@ import pytest
 from iwae_tf import callbacks
 from iwae_tf import checkpoints
 from iwae_tf import cli
+from iwae_tf import evaluation
 from iwae_tf import logs
+from iwae_tf import metrics
 from iwae_tf import results as results_lib
 from iwae_tf import rundir
 from iwae_tf import tables as tables_lib
@@ -153,6 +155,43 @@ def test_a_sigterm_that_a_library_swallows_still_stops_the_run_within_a_call(tmp
   assert err[-1].startswith('stopped (SIGTERM): '), err
   assert not any('Traceback' in line for line in err), err
   assert rundir.saved_checkpoints(str(run))[0].endswith('ckpt-3')
+
+
+def test_a_stop_that_a_library_swallows_ends_a_measurement_within_a_batch(tmp_path, monkeypatch):
+  """A SIGTERM swallowed during the first batch of ``L_1`` (3 batches) stops
+  the measurement after the first batch of the NLL's loop; nothing is written."""
+  run = str(tmp_path / 'run')
+  training.train(tiny_config(run, epochs=1))
+  real = metrics.Estimator.log_likelihood
+  batches = []
+
+  def swallowing(self, x, k, seed=0, progress=None):
+    def after_batch(done, total):
+      batches.append(k)
+      if len(batches) == 1:
+        try:  # a library's bare ``except:`` where the handler ran
+          os.kill(os.getpid(), signal.SIGTERM)
+          time.sleep(5)
+          raise AssertionError('the handler did not run')
+        except cli.Terminated:
+          pass
+      if progress is not None:
+        progress(done, total)
+    return real(self, x, k, seed, after_batch)
+
+  monkeypatch.setattr(metrics.Estimator, 'log_likelihood', swallowing)
+  old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    cli.install_stop_handlers()
+    with pytest.raises(cli.Terminated):
+      evaluation.evaluate_run(run, k_nll=7, ks=(1,), limit_test=60, batch_size=20,
+                              progress=lambda s: None, results_root=str(tmp_path / 'results'))
+  finally:
+    cli.install_stop_handlers()  # what follows starts with no stop recorded
+    for s, handler in old.items():
+      signal.signal(s, handler)
+  assert batches == [1, 1, 1, 7], batches
+  assert not os.path.exists(tmp_path / 'results')
 
 
 def test_a_full_disk_while_copying_a_milestone(tmp_path, monkeypatch):
