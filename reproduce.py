@@ -33,8 +33,8 @@ flags.DEFINE_bool('dry_run', False, 'Print one line per job (done / in progress 
                   'the commands left to run) instead of running anything.')
 flags.DEFINE_bool('status', False, "Print each run's epoch, seconds per epoch, training time "
                   'left and newest test NLL.')
-flags.DEFINE_integer('jobs', 1, 'Jobs run at once, each pinned to its own core when there are '
-                     'no more jobs than cores.')
+flags.DEFINE_integer('jobs', 1, 'Jobs run at once. With no more jobs than cores, the cores are '
+                     'split between them (one job: every core; as many jobs as cores: one each).')
 flags.DEFINE_string('data', None, 'The data file of the sets that need one (OMNIGLOT).')
 flags.DEFINE_string('runs_root', 'runs', 'Where the run directories and their logs live.')
 flags.DEFINE_string('results_root', 'results', 'Where the results are written.')

@@ -23,9 +23,11 @@ run needs no run directory. ``train.py`` holds its run directory's lock while
 it trains (``rundir.locked``); a job whose run another process holds is left
 alone (and said so), and only one queue runs on a runs root at a time.
 
-At most ``jobs`` jobs run at once, each on its own core when there are no
-more jobs than cores (pinned runs share a small machine's memory bandwidth
-better: ``bench/bench_parallel_runs.py``). Every step's output goes to
+At most ``jobs`` jobs run at once. When there are no more jobs than cores,
+the cores are split between them, each job pinned to its own share
+(``slot_cores``): two runs pinned one to a core share a small machine better
+than two left to share both, and a run alone is fastest on every core
+(``bench/bench_parallel_runs.py``). Every step's output goes to
 ``RUNS/<name>.log``.
 """
 
@@ -54,6 +56,24 @@ class Stopped(errors.IWAEError):
   def __init__(self, message, status):
     super().__init__(message)
     self.status = status
+
+
+def slot_cores(cores, jobs):
+  """The cores of each of ``jobs`` job slots: ``cores`` split into that many
+  runs of consecutive cores (sizes differing by at most one), or None (no
+  pinning) when there are more jobs than cores."""
+  cores = list(cores)
+  if jobs > len(cores):
+    return None
+  size, extra = divmod(len(cores), jobs)
+  bounds = [i * size + min(i, extra) for i in range(jobs + 1)]
+  return [cores[bounds[i]:bounds[i + 1]] for i in range(jobs)]
+
+
+def _cores_text(cores):
+  if len(cores) == 1:
+    return f'core {cores[0]}'
+  return f'cores {",".join(map(str, cores))}'
 
 
 # ----------------------------------------------------------------- the files
@@ -210,7 +230,7 @@ class Queue:
     figures_dir: where the figures made from results alone are redrawn
       after each measurement (None: not redrawn).
     say: where the queue's own lines go.
-    cores: the cores to pin jobs to (default: this process's).
+    cores: the cores to split between the jobs (default: this process's).
     pack_dir: where the packs of the unfinished runs are kept (None: none).
     pack_every: seconds between two refreshes of the packs.
   """
@@ -225,7 +245,7 @@ class Queue:
     self.documents, self.figures_dir = list(documents), figures_dir
     self.pack_dir, self.pack_every, self._packed_at = pack_dir, pack_every, None
     cores = sorted(os.sched_getaffinity(0)) if cores is None else list(cores)
-    self.cores = cores if jobs <= len(cores) else None
+    self.slot_cores = slot_cores(cores, jobs)
     self.failed = []
 
   def run(self):
@@ -297,12 +317,14 @@ class Queue:
     log = open(self._log(exp), 'a')
     log.write(f'\n# {time.strftime("%Y-%m-%d %H:%M:%S")} {" ".join(step.argv)}\n')
     log.flush()
-    core = None if self.cores is None else self.cores[slot % len(self.cores)]
-    self.say(f'{exp.name}: {step.what}' + ('' if core is None else f' (core {core})'))
+    # Pinned before TensorFlow starts: it sizes its thread pools from the
+    # cores the process may use.
+    cores = None if self.slot_cores is None else self.slot_cores[slot]
+    self.say(f'{exp.name}: {step.what}' + ('' if cores is None else f' ({_cores_text(cores)})'))
     proc = subprocess.Popen(
         [sys.executable, *step.argv[1:]], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True,
-        preexec_fn=None if core is None else (lambda: os.sched_setaffinity(0, {core})))
+        preexec_fn=None if cores is None else (lambda: os.sched_setaffinity(0, set(cores))))
     return [exp, todo, proc, step, log]
 
   def _log(self, exp):

@@ -110,6 +110,33 @@ def test_a_queue_runs_measures_and_exports_each_milestone_once(roots):
   assert {p: os.path.getmtime(p) for p in stamps} == stamps
 
 
+def test_the_cores_are_split_between_the_jobs():
+  assert reproduction.slot_cores([0, 1], 1) == [[0, 1]]  # a run alone: every core
+  assert reproduction.slot_cores([0, 1], 2) == [[0], [1]]
+  assert reproduction.slot_cores([0, 1, 2, 3, 4], 2) == [[0, 1, 2], [3, 4]]
+  assert reproduction.slot_cores([4, 6, 7], 3) == [[4], [6], [7]]
+  assert reproduction.slot_cores([0, 1], 3) is None  # more jobs than cores: no pinning
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason='needs 2 cores')
+@pytest.mark.parametrize('jobs', [1, 2])
+def test_a_step_runs_on_its_slots_cores(roots, jobs):
+  """The step's process is pinned to its slot's share of the cores before it
+  starts (a run alone gets every core), and the queue's line names them."""
+  cores = sorted(os.sched_getaffinity(0))[:2]
+  queue = reproduction.Queue([], roots, jobs=jobs, cores=cores, say=(lines := []).append)
+  os.makedirs(roots.runs)
+  step = reproduction.Step('print its cores', [
+      'python', '-c', 'import os; print(sorted(os.sched_getaffinity(0)))'])
+  job = queue._advance([tiny('vae'), iter([step]), None, None, None], jobs - 1)
+  job[2].wait(timeout=60)
+  job[4].close()
+  want = cores if jobs == 1 else cores[1:]
+  assert open(queue._log(job[0])).read().splitlines()[-1] == str(want)
+  assert lines == [f'vae_k2_3_poster: print its cores ({"cores" if jobs == 1 else "core"} '
+                   f'{",".join(map(str, want))})']
+
+
 def test_a_run_held_by_another_process_is_left_alone(roots):
   exp = tiny('vae')
   lines = []
