@@ -189,3 +189,9 @@ def test_figures_prose_quotes_measurements():
   assert len(quoted) > 10, quoted  # the check saw the prose
   unbacked = sorted(set(quoted) - known)
   assert not unbacked, unbacked
+
+
+def test_ci_runs_the_readmes_test_command():
+  """What CI checks is what a new user runs."""
+  command = re.search(r'^python -m pytest [^#\n]*', read('README.md'), re.M).group(0).strip()
+  assert command in read('.ci/run').splitlines()
